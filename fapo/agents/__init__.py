@@ -1,0 +1,1 @@
+"""Optimizing agents: one protocol (`fapo.agents.base.Agent`), several implementations."""
