@@ -1,0 +1,128 @@
+"""The tenant contract (`tenant.yaml`), validated fail-closed: unknown keys are errors.
+
+`fapo schema` prints this model's JSON Schema so editors can complete tenant.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Level = Literal["prompt", "parameter", "structure"]
+LEVELS: tuple[Level, ...] = ("prompt", "parameter", "structure")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParamSpec(_Strict):
+    """A tunable value: int/float range, a choice list, or a bool."""
+
+    type: Literal["int", "float", "choice", "bool"]
+    min: float | None = None
+    max: float | None = None
+    choices: list[Any] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamSpec:
+        if self.type in ("int", "float"):
+            if self.min is None or self.max is None:
+                raise ValueError(f"a {self.type} parameter needs both min and max")
+            if self.min > self.max:
+                raise ValueError(f"min {self.min} is greater than max {self.max}")
+        if self.type == "choice" and not self.choices:
+            raise ValueError("a choice parameter needs a non-empty 'choices' list")
+        return self
+
+    def check(self, value: Any) -> str | None:
+        """None when `value` is allowed, else what is wrong with it."""
+        if self.type == "bool":
+            return None if isinstance(value, bool) else f"{value!r} is not true/false"
+        if self.type == "choice":
+            return None if value in (self.choices or []) else f"{value!r} is not one of {self.choices}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{value!r} is not a number"
+        if self.type == "int" and not float(value).is_integer():
+            return f"{value!r} is not an integer"
+        if not (self.min <= value <= self.max):  # type: ignore[operator]
+            return f"{value!r} is outside [{self.min:g}, {self.max:g}]"
+        return None
+
+
+class DataSpec(_Strict):
+    train: str = "data/train.jsonl"
+    val: str = "data/val.jsonl"
+    test: str = "data/test.jsonl"
+
+
+class StepSpec(_Strict):
+    """Optional declarations about a step, used by attribution (declared output format)."""
+
+    output: str | None = Field(None, description="state key this step writes its answer to")
+    format: Literal["json", "one_line", "number", "label"] | None = None
+    pattern: str | None = Field(None, description="regex the output must fully match")
+    max_words: int | None = None
+
+
+class BudgetSpec(_Strict):
+    max_variants: int = Field(12, ge=1, description="candidates proposed (blocked ones count)")
+    max_calls: int | None = Field(None, ge=1, description="task-model calls issued (cache hits are free)")
+    max_tokens: int | None = Field(None, ge=1)
+    max_usd: float | None = Field(None, ge=0, description="task model + agent")
+    max_minutes: float | None = Field(None, gt=0)
+
+
+class AcceptanceSpec(_Strict):
+    min_improvement: float = Field(0.01, ge=0, le=1, description="mean paired gain required")
+    alpha: float = Field(0.05, gt=0, lt=1, description="one-sided significance level")
+    test: Literal["permutation", "bootstrap"] = "permutation"
+    resamples: int = Field(10000, ge=100)
+    repeats: int = Field(1, ge=1, le=20, description="evaluations per example (noisy models)")
+
+
+class EscalationSpec(_Strict):
+    patience: int = Field(2, ge=1, description="consecutive rejections before moving up a level")
+    high_confidence: float = Field(0.8, ge=0, le=1)
+
+
+class AgentOverride(_Strict):
+    kind: str | None = None
+    model: str | None = None
+    max_turns: int | None = None
+    timeout_s: float | None = None
+    extra_args: list[str] | None = None
+
+
+class TenantSpec(_Strict):
+    name: str
+    description: str = ""
+    models: dict[str, str] = Field(description="role -> model spec; 'task' is required")
+    data: DataSpec = DataSpec()
+    prediction: str = Field(description="state key holding the final prediction")
+    scorer: str = "scorer.py"
+    checks: str | None = None
+    scope: list[Level] = Field(min_length=1)
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    steps: dict[str, StepSpec] = Field(default_factory=dict)
+    budget: BudgetSpec = BudgetSpec()
+    acceptance: AcceptanceSpec = AcceptanceSpec()
+    escalation: EscalationSpec = EscalationSpec()
+    target_score: float | None = Field(None, ge=0, le=1)
+    agent: AgentOverride | None = None
+    concurrency: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _task_model(self) -> TenantSpec:
+        if "task" not in self.models:
+            raise ValueError("models must name a 'task' model")
+        if len(set(self.scope)) != len(self.scope):
+            raise ValueError("scope lists a level twice")
+        return self
+
+    def levels(self) -> list[Level]:
+        """Permitted levels, least invasive first."""
+        return [lvl for lvl in LEVELS if lvl in self.scope]
