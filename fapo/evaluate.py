@@ -1,0 +1,279 @@
+"""Evaluate one variant on one split: run the compiled graph per example, keep every step.
+
+Each example's record (inputs, label, every step's state update in order with the LLM calls made
+inside it, errors with their step, prediction, score) streams to `results.jsonl` as it completes,
+so memory stays flat; `summary.json`/`summary.md` aggregate it. One failing example never stops
+the run; a spent budget does (BudgetExhausted propagates after the partial file is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fapo.artifacts import write_json, write_text
+from fapo.cache import CallCache
+from fapo.data import count_rows
+from fapo.errors import BudgetExhausted
+from fapo.llm import Meter, ModelFactory, Recorder
+from fapo.records import Example
+from fapo.runtime import RECORDER, REPEAT
+from fapo.stats import bootstrap_ci, mean, percentile
+from fapo.tenant import Tenant
+
+
+@dataclass
+class EvalSummary:
+    split: str
+    n: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    repeats: int
+    errors: int
+    steps: dict[str, dict[str, Any]]
+    calls: int
+    cache_hits: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    wall_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    scores: dict[str, float] = field(default_factory=dict)  # per example (mean over repeats)
+    fingerprint: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, path: Path) -> EvalSummary:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=str))
+
+
+def _prediction_of(state: dict[str, Any], key: str) -> Any:
+    return state.get(key)
+
+
+async def _run_example(app: Any, tenant: Tenant, ex: Example, index: int, repeat: int) -> dict:
+    """One example, one repeat: stream tasks to get each step's update, timing and error."""
+    rec = Recorder()
+    RECORDER.set(rec)
+    REPEAT.set(repeat)
+    steps: list[dict[str, Any]] = []
+    open_tasks: dict[str, tuple[int, float]] = {}
+    state: dict[str, Any] = dict(ex.inputs)
+    error = None
+    t0 = time.perf_counter()
+    try:
+        async for mode, ev in app.astream(dict(ex.inputs), stream_mode=["tasks", "values"]):
+            now = time.perf_counter()
+            if mode == "values":
+                state = ev
+            elif "input" in ev:  # a step started
+                open_tasks[ev["id"]] = (len(steps), now)
+                steps.append({"step": ev["name"], "task": ev["id"], "start_s": now - t0,
+                              "duration_s": None, "update": None, "error": None, "calls": []})
+            else:  # a step finished
+                i, started = open_tasks.pop(ev["id"], (None, now))
+                if i is None:
+                    continue
+                steps[i]["duration_s"] = now - started
+                steps[i]["update"] = _jsonable(ev.get("result"))
+                if ev.get("error") is not None:
+                    err = ev["error"]
+                    steps[i]["error"] = f"{type(err).__name__}: {err}"
+    except BudgetExhausted:
+        raise
+    except Exception as exc:
+        failing = next((s["step"] for s in steps if s["error"]), None)
+        if failing is None:
+            failing = next((s["step"] for s in reversed(steps) if s["duration_s"] is None), None)
+        error = {"step": failing, "type": type(exc).__name__, "message": str(exc)[:2000]}
+    by_task = {s["task"]: s for s in steps}
+    for call in rec.calls:
+        target = by_task.get(call.pop("task", None)) or next(
+            (s for s in reversed(steps) if s["step"] == call["node"]), None)
+        if target is None:  # a call outside any streamed task (should not happen): keep it
+            target = {"step": call["node"] or "?", "start_s": None, "duration_s": None,
+                      "update": None, "error": None, "calls": []}
+            steps.append(target)
+        target["calls"].append(call)
+    for s in steps:
+        s.pop("task", None)
+    prediction = None if error else _prediction_of(state, tenant.spec.prediction)
+    score = tenant.scorer(ex, prediction)
+    calls = [c for s in steps for c in s["calls"]]
+    return {
+        "index": index, "id": ex.id, "repeat": repeat, "inputs": ex.inputs, "label": ex.label,
+        "steps": steps, "prediction": _jsonable(prediction), "score": score.value,
+        "details": _jsonable(score.details), "error": error,
+        "latency_s": time.perf_counter() - t0,
+        "calls": sum(not c["cache_hit"] for c in calls),
+        "cache_hits": sum(c["cache_hit"] for c in calls),
+        "tokens": sum(c["input_tokens"] + c["output_tokens"] for c in calls if not c["cache_hit"]),
+        "cost_usd": sum(c["cost_usd"] for c in calls),
+    }
+
+
+class _Aggregate:
+    """Running totals for the summary, so records never need to be held in memory."""
+
+    def __init__(self) -> None:
+        self.per_example: dict[str, list[float]] = {}
+        self.order: list[str] = []
+        self.errors = 0
+        self.latencies: list[float] = []
+        self.steps: dict[str, dict[str, Any]] = {}
+
+    def add(self, r: dict[str, Any]) -> None:
+        if r["id"] not in self.per_example:
+            self.per_example[r["id"]] = []
+            self.order.append(r["id"])
+        self.per_example[r["id"]].append(r["score"])
+        self.latencies.append(r["latency_s"])
+        if r["error"]:
+            self.errors += 1
+        for s in r["steps"]:
+            st = self.steps.setdefault(s["step"], {"runs": 0, "errors": 0, "times": [],
+                                                   "calls": 0, "tokens": 0, "truncated": 0})
+            st["runs"] += 1
+            st["errors"] += bool(s.get("error"))
+            if s.get("duration_s") is not None:
+                st["times"].append(s["duration_s"])
+            for c in s.get("calls", []):
+                st["calls"] += not c["cache_hit"]
+                st["tokens"] += c["input_tokens"] + c["output_tokens"]
+                st["truncated"] += c["finish_reason"] == "length"
+        if r["error"] and r["error"]["step"] and r["error"]["step"] not in {
+                s["step"] for s in r["steps"] if s.get("error")}:
+            st = self.steps.setdefault(r["error"]["step"], {"runs": 0, "errors": 0, "times": [],
+                                                            "calls": 0, "tokens": 0, "truncated": 0})
+            st["errors"] += 1
+
+
+def _summary_md(tenant: Tenant, s: EvalSummary) -> str:
+    sim = " (offline simulated model, not an LLM)" if tenant.spec.models["task"].startswith("sim:") else ""
+    lines = [
+        f"# {tenant.name} · {s.split}",
+        "",
+        f"Task model: `{tenant.spec.models['task']}`{sim}",
+        "",
+        f"- Mean score: **{s.mean:.3f}** (95% bootstrap CI {s.ci_low:.3f}–{s.ci_high:.3f}), "
+        f"n={s.n}, repeats={s.repeats}",
+        f"- Errors: {s.errors}",
+        f"- Model calls: {s.calls} issued, {s.cache_hits} from cache; tokens "
+        f"{s.input_tokens + s.output_tokens}; cost ${s.cost_usd:.4f}",
+        f"- Latency per example: p50 {s.latency_p50_s * 1000:.1f} ms, "
+        f"p95 {s.latency_p95_s * 1000:.1f} ms; wall {s.wall_s:.2f} s",
+        "",
+        "| step | runs | errors | truncated | calls | tokens | p50 ms | p95 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, st in s.steps.items():
+        lines.append(f"| {name} | {st['runs']} | {st['errors']} | {st['truncated']} | "
+                     f"{st['calls']} | {st['tokens']} | {st['p50_s'] * 1000:.1f} | "
+                     f"{st['p95_s'] * 1000:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+async def aevaluate(tenant: Tenant, split: str, *, out_dir: Path | None = None,
+                    limit: int | None = None, concurrency: int | None = None,
+                    cache: CallCache | None = None, use_cache: bool = True, repeats: int = 1,
+                    meter: Meter | None = None,
+                    on_progress: Callable[[int, int], None] | None = None) -> EvalSummary:
+    """Evaluate `tenant` (a variant) on `split`. See module docstring."""
+    concurrency = concurrency or tenant.spec.concurrency or tenant.settings.defaults.concurrency
+    own_cache = None
+    if cache is None and use_cache:
+        cache = own_cache = CallCache(tenant.settings.cache_path)
+    meter = meter or Meter()
+    before = meter.snapshot()
+    graph, _ = tenant.build(ModelFactory(dict(tenant.spec.models), tenant.settings,
+                                         cache if use_cache else None, meter))
+    app = graph.compile()
+    path = tenant.data_path(split)
+    total = count_rows(path) if path.is_file() else 0
+    total = min(total, limit) if limit is not None else total
+    jobs = ((i, ex, r) for i, ex in enumerate(tenant.examples(split)) if limit is None or i < limit
+            for r in range(repeats))
+    agg = _Aggregate()
+    partial = out_dir / "results.jsonl.partial" if out_dir else None
+    fh = None
+    if partial:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        fh = partial.open("w", encoding="utf-8")
+    done = 0
+    t0 = time.perf_counter()
+    failure: BaseException | None = None
+
+    async def worker() -> None:
+        nonlocal done, failure
+        for i, ex, r in jobs:
+            if failure is not None:
+                return
+            try:
+                record = await _run_example(app, tenant, ex, i, r)
+            except BaseException as exc:  # budget or scorer contract: stop everything
+                failure = failure or exc
+                return
+            agg.add(record)
+            if fh:
+                fh.write(json.dumps(record, default=str) + "\n")
+            done += 1
+            if on_progress:
+                on_progress(done, total * repeats)
+
+    try:
+        await asyncio.gather(*(asyncio.create_task(worker()) for _ in range(concurrency)))
+    finally:
+        if fh:
+            fh.close()
+        if own_cache:
+            own_cache.close()
+    if failure is not None:
+        raise failure
+    if partial:
+        os.replace(partial, out_dir / "results.jsonl")
+    scores = {k: mean(v) for k, v in ((k, agg.per_example[k]) for k in agg.order)}
+    values = list(scores.values())
+    lo, hi = bootstrap_ci(values, seed=tenant.spec.seed)
+    after = meter.snapshot()
+    steps = {}
+    for name, st in agg.steps.items():
+        times = st.pop("times")
+        steps[name] = {**st, "p50_s": percentile(times, 0.5), "p95_s": percentile(times, 0.95)}
+    summary = EvalSummary(
+        split=split, n=len(values), mean=mean(values), ci_low=lo, ci_high=hi, repeats=repeats,
+        errors=agg.errors, steps=steps,
+        calls=after["calls"] - before["calls"], cache_hits=after["cache_hits"] - before["cache_hits"],
+        input_tokens=after["input_tokens"] - before["input_tokens"],
+        output_tokens=after["output_tokens"] - before["output_tokens"],
+        cost_usd=round(after["cost_usd"] - before["cost_usd"], 6),
+        wall_s=time.perf_counter() - t0, latency_p50_s=percentile(agg.latencies, 0.5),
+        latency_p95_s=percentile(agg.latencies, 0.95), scores=scores,
+        fingerprint=tenant.fingerprint(),
+    )
+    if out_dir:
+        write_json(out_dir / "summary.json", summary.as_dict())
+        write_text(out_dir / "summary.md", _summary_md(tenant, summary))
+    return summary
+
+
+def evaluate(tenant: Tenant, split: str, **kwargs: Any) -> EvalSummary:
+    """Synchronous wrapper of `aevaluate` for the CLI, the loop and tests."""
+    return asyncio.run(aevaluate(tenant, split, **kwargs))
