@@ -1,0 +1,3 @@
+from fapo.cli import main
+
+main()
