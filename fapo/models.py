@@ -7,10 +7,12 @@ imported lazily so `fapo --help` stays fast and works without them configured.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,6 +21,7 @@ from fapo.errors import FapoError
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
     from langchain_core.rate_limiters import InMemoryRateLimiter
 
     from fapo.settings import Settings
@@ -195,6 +198,11 @@ def make_chat_model(spec: ModelSpec, settings: Settings, **call_settings: Any) -
 
     `call_settings` are what a chain passes to `ctx.llm(...)` (temperature, max_tokens, timeout,
     max_retries, …). None values are dropped, so a chain may pass optional params straight through.
+
+    Each model gets an async HTTP client of its own: LangChain's default one is cached per
+    process, and its pooled connections belong to the event loop that opened them, so a second
+    `asyncio.run` (every evaluation after the first) failed with "Event loop is closed". The
+    engine builds the chain, hence its models, inside each evaluation's loop.
     """
     call = {k: v for k, v in call_settings.items() if v is not None}
     if spec.provider == "sim":
@@ -213,15 +221,36 @@ def make_chat_model(spec: ModelSpec, settings: Settings, **call_settings: Any) -
     if spec.base_url:
         common["base_url"] = spec.base_url
     if spec.provider == "anthropic":
-        from langchain_anthropic import ChatAnthropic
-
-        return ChatAnthropic(**common)
+        return _chat_anthropic_class()(**common)
+    import openai
     from langchain_openai import ChatOpenAI
+
+    if not os.environ.get("OPENAI_PROXY"):  # with a proxy LangChain already builds a fresh one
+        common["http_async_client"] = openai.DefaultAsyncHttpxClient(timeout=call["timeout"])
 
     # Token usage in streamed replies too (budgets count tokens); LangChain leaves it off for
     # custom base URLs, but vLLM, Ollama and llama.cpp all accept `stream_options`.
     common.setdefault("stream_usage", True)
     return ChatOpenAI(**common)
+
+
+@functools.cache
+def _chat_anthropic_class() -> type[BaseChatModel]:
+    """ChatAnthropic with an async HTTP client of its own (see `make_chat_model`)."""
+    import anthropic
+    from langchain_anthropic import ChatAnthropic
+
+    class OwnClientChatAnthropic(ChatAnthropic):
+        @cached_property
+        def _async_client(self) -> anthropic.AsyncClient:
+            params = dict(self._client_params)
+            http: dict[str, Any] = {"timeout": params["timeout"]} if "timeout" in params else {}
+            if self.anthropic_proxy:
+                http["proxy"] = self.anthropic_proxy
+            client = anthropic.DefaultAsyncHttpxClient(**http)
+            return anthropic.AsyncClient(**params, http_client=client)
+
+    return OwnClientChatAnthropic
 
 
 # --- prices, usage, finish reasons ----------------------------------------------------------
@@ -254,13 +283,32 @@ def cost_usd(spec_str: str, settings: Settings, input_tokens: int, output_tokens
     return (input_tokens * p[0] + output_tokens * p[1]) / 1_000_000
 
 
-def usage_of(message: BaseMessage) -> tuple[int, int]:
+def _parts(reply: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(message, generation_info, llm_output) of a message, a ChatGeneration or a ChatResult.
+
+    A provider's `_generate`/`_agenerate` leaves the finish reason in `generation_info` (OpenAI)
+    or `llm_output` (Anthropic); only the public `invoke` path copies it into the message.
+    """
+    llm_output: dict[str, Any] = {}
+    if hasattr(reply, "generations"):  # ChatResult
+        llm_output = reply.llm_output or {}
+        reply = reply.generations[0] if reply.generations else None
+    info: dict[str, Any] = {}
+    if hasattr(reply, "generation_info"):  # ChatGeneration
+        info = reply.generation_info or {}
+        reply = reply.message
+    return reply, info, llm_output
+
+
+def usage_of(reply: BaseMessage | ChatGeneration | ChatResult) -> tuple[int, int]:
     """(input, output) tokens of a reply, from LangChain's usage_metadata or the raw metadata."""
+    message, _, llm_output = _parts(reply)
     usage = getattr(message, "usage_metadata", None)
     if usage:
         return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
     meta = getattr(message, "response_metadata", None) or {}
-    raw = meta.get("usage") or meta.get("token_usage") or {}
+    raw = meta.get("usage") or meta.get("token_usage") or llm_output.get("usage")
+    raw = raw or llm_output.get("token_usage") or {}
     if not isinstance(raw, dict):
         return 0, 0
     inp = raw.get("input_tokens", raw.get("prompt_tokens")) or 0
@@ -281,11 +329,19 @@ _FINISH = {
 }
 
 
-def finish_reason_of(message: BaseMessage) -> str | None:
+def finish_reason_of(reply: BaseMessage | ChatGeneration | ChatResult) -> str | None:
     """'stop', 'length' (truncated: attribution's second rung), 'tool_calls', other raw reasons
-    lower-cased (e.g. 'refusal', 'content_filter'), or None when the provider gave none."""
+    lower-cased (e.g. 'refusal', 'content_filter'), or None when the provider gave none.
+
+    Pass the ChatResult when you have it: from `_agenerate` the message alone lacks the reason.
+    """
+    message, info, llm_output = _parts(reply)
     meta = getattr(message, "response_metadata", None) or {}
-    raw = meta.get("finish_reason") or meta.get("stop_reason")
+    raw = None
+    for source in (meta, info, llm_output):
+        raw = source.get("finish_reason") or source.get("stop_reason")
+        if raw:
+            break
     if not raw or not isinstance(raw, str):
         return None
     return _FINISH.get(raw.lower(), raw.lower())
