@@ -494,7 +494,8 @@ def test_evaluate_end_to_end_with_a_persistently_failing_example(
         settings = Settings(
             root=tmp_path,
             prices={task_model: Price(input=2.0, output=10.0)},
-            rate_limits={provider if provider == "anthropic" else "openai-compatible": 1000.0},
+            # 20.5 rps: a bucket no other test shares (limiters are per provider per process)
+            rate_limits={provider if provider == "anthropic" else "openai-compatible": 20.5},
         )
         tenant = load_tenant(tmp_path / "tenant", settings)
         out = tmp_path / "eval"
@@ -536,6 +537,14 @@ def test_evaluate_end_to_end_with_a_persistently_failing_example(
     # bounded retries: first attempt + max_retries=1, for each of the two evaluations
     assert api.count("capital of Chad") == 4
     assert api.count() == 4 * 2 + 4
+    # concurrent examples share one bucket: each evaluation's 5 first attempts span at least
+    # 4 intervals of the limit (without it they arrive within milliseconds). Spans, not single
+    # gaps, because client start-up jitter can delay one request towards the next.
+    # The SDK's own retries of a failed attempt are not re-admitted by the limiter.
+    firsts = [r.at for r in api.requests if r.headers.get("x-stainless-retry-count") == "0"]
+    assert len(firsts) == 10
+    for run in (firsts[:5], firsts[5:]):
+        assert run[-1] - run[0] >= 0.8 * 4 / 20.5
 
 
 @pytest.mark.xfail(
