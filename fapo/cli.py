@@ -109,6 +109,107 @@ def eval_cmd(
     _emit(data, as_json, (out / "summary.md").read_text(encoding="utf-8") + f"\nArtifacts: {out}")
 
 
+def _live_printer(as_json: bool):
+    """One line per loop event on stderr: level, variant, best score, budget left."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    state = {"best": None}
+
+    def show(kind: str, d: dict[str, Any]) -> None:
+        if as_json:
+            return
+        b = d.get("budget", {})
+        spend = f"[dim]{b.get('variants', 0)} cand · {b.get('calls', 0)} calls · ${b.get('usd', 0):.3f}[/dim]"
+        if kind == "eval_done":
+            if d["split"] == "val" and (state["best"] is None or d["variant"] == "v000"):
+                state["best"] = d["mean"]
+            console.print(f"  eval {d['variant']} {d['split']}: {d['mean']:.3f}  {spend}")
+        elif kind == "level":
+            console.print(f"[bold]level → {d['level']}[/bold]: {d['why']}")
+        elif kind == "propose":
+            console.print(f"[cyan]{d['variant']}[/cyan] {d['level']}: proposing a fix for {d['cause']}")
+        elif kind == "decision":
+            color = {"accepted": "green", "rejected": "yellow"}.get(d["status"], "red")
+            if d["status"] == "accepted":
+                state["best"] = d.get("candidate_val", state["best"])
+            console.print(f"  [{color}]{d['status']}[/{color}]: {d['reason']}  "
+                          f"(best val {state['best'] or 0:.3f})  {spend}")
+        elif kind == "finished":
+            console.print(f"[bold]finished[/bold]: {d['stop']}; best {d['best']}")
+
+    return show
+
+
+@app.command()
+def run(
+    tenant: str,
+    agent: Annotated[str | None, typer.Option(help="builtin, claude-code, codex or scripted:FILE")] = None,
+    resume: Annotated[str | None, typer.Option(help="Resume this run id (see `fapo status`).")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Name the run folder (default: timestamp).")] = None,
+    budget_variants: Annotated[int | None, typer.Option(help="Max candidates proposed.")] = None,
+    budget_calls: Annotated[int | None, typer.Option(help="Max task-model calls issued.")] = None,
+    budget_tokens: Annotated[int | None, typer.Option(help="Max task-model tokens.")] = None,
+    budget_usd: Annotated[float | None, typer.Option(help="Max USD (task model + agent).")] = None,
+    budget_minutes: Annotated[float | None, typer.Option(help="Max wall-clock minutes.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Examples evaluated at once.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the call cache.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for the statistics (default: tenant's).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optimize a tenant: baseline, then attribute → propose → review → compare until done."""
+    from fapo.loop import RunOptions
+    from fapo.loop import run as run_loop
+
+    opts = RunOptions(agent=agent, run_id=resume or run_id, resume=resume is not None,
+                      budget={"max_variants": budget_variants, "max_calls": budget_calls,
+                              "max_tokens": budget_tokens, "max_usd": budget_usd,
+                              "max_minutes": budget_minutes},
+                      concurrency=concurrency, use_cache=not no_cache, seed=seed)
+    result = run_loop(tenant, opts, _settings(), on_event=_live_printer(as_json))
+    data = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,
+            "best": result.best, "val": result.val, "test": result.test, "accepted": result.accepted}
+    text = (f"best {result.best}: val {result.val.get(result.best, 0):.3f} "
+            f"(baseline {result.val.get('v000', 0):.3f}), test {result.test.get(result.best, 0):.3f} "
+            f"(baseline {result.test.get('v000', 0):.3f})\nreport: {result.run_dir / 'report.md'}")
+    _emit(data, as_json, text)
+
+
+def _find_run(settings: Any, run_ref: str | None) -> Path:
+    runs = sorted(settings.runs_dir.glob("*/*/run.json"), key=lambda p: p.stat().st_mtime)
+    if run_ref:
+        p = Path(run_ref)
+        if (p / "run.json").is_file():
+            return p
+        runs = [r for r in runs if r.parent.name == run_ref]
+    if not runs:
+        raise FapoError(f"no run {'named ' + repr(run_ref) + ' ' if run_ref else ''}under "
+                        f"{settings.runs_dir}; start one with `fapo run TENANT`")
+    return runs[-1].parent
+
+
+@app.command()
+def status(run_ref: Annotated[str | None, typer.Argument(help="Run id or folder (default: latest).")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Where a run stands: status, current best, decisions so far, budget spent."""
+    from fapo.report import collect_run
+
+    d = collect_run(_find_run(_settings(), run_ref))
+    info = d["info"]
+    rows = [{"variant": v["id"], "level": (v["proposal"] or {}).get("level"),
+             "decision": (v["decision"] or {}).get("status"),
+             "val": v["evals"].get("val", {}).get("mean")} for v in d["variants"]]
+    data = {"run_id": info["run_id"], "tenant": info["tenant"], "status": info.get("status"),
+            "stop_reason": info.get("stop_reason"), "best": info.get("best"),
+            "spent": info.get("spent"), "variants": rows}
+    lines = [f"{info['tenant']} / {info['run_id']}: {info.get('status')}"
+             + (f" ({info['stop_reason']})" if info.get("stop_reason") else "")]
+    for r in rows:
+        lines.append(f"  {r['variant']}  {r['level'] or 'baseline':9}  {r['decision'] or '—':9}  "
+                     f"val {r['val'] if r['val'] is None else format(r['val'], '.3f')}")
+    _emit(data, as_json, "\n".join(lines))
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

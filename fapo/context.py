@@ -64,7 +64,11 @@ class ChainContext:
                 "create it or fix the name"
             )
         text = self.prompts[name]
-        unknown = sorted(placeholders(text) - set(variables))
+        try:
+            used = placeholders(text)
+        except ValueError as exc:
+            raise FapoError(f"prompts/{name}.md: {exc}; write literal braces as {{{{ and }}}}") from None
+        unknown = sorted(used - set(variables))
         if unknown:
             raise FapoError(
                 f"prompts/{name}.md uses {{{unknown[0]}}} which the chain does not supply "

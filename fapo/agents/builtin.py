@@ -1,0 +1,237 @@
+"""The built-in agent: no LLM. It proposes from fixed, documented moves and picks the best on the
+**train** split through a callback the engine provides (validation is never visible to it):
+
+- prompt: remedies keyed by the attributed cause, appended to the step's prompt;
+- parameter: a grid over one declared parameter (all values for small ranges, a spread otherwise);
+- structure: transforms from the vetted library, wired to the tenant's registered functions.
+
+Its rationale starts with a stable move id, so it never repeats a move listed in the history.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fapo.agents.base import (
+    AgentUsage,
+    AttributionAnswer,
+    AttributionRequest,
+    Brief,
+    Invocation,
+    Proposal,
+    ReviewRequest,
+    Verdict,
+)
+
+#: Prompt remedies: id -> (instruction appended to the prompt, cause keywords it addresses).
+REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "only-answer": ("Answer with only the final answer: no explanation, no full sentence.",
+                    ("gold present", "format", "verbose", "unexplained")),
+    "step-by-step": ("Reason step by step: first identify the bridge entity that links the "
+                     "passages, then answer.", ("unexplained", "bridge", "hop", "reason")),
+    "follow-every-constraint": ("Follow every constraint exactly; check each one before you "
+                                "answer.", ("constraint", "unexplained", "instruction")),
+    "json-only": ("Respond only with JSON.", ("json",)),
+    "concise": ("Keep the output short and to the point.", ("truncated", "length")),
+}
+PARAM_HINTS = {"truncated": ("token", "length"), "length": ("token", "length"),
+               "retriev": ("k", "top", "depth", "candidates", "n_"),
+               "candidate": ("k", "top", "depth", "candidates"), "passage": ("k", "top", "depth")}
+
+TrainScore = Callable[[dict[str, str | None]], float]
+Move = tuple[str, dict[str, str | None]]
+
+
+def _grid(spec: dict[str, Any]) -> list[Any]:
+    t = spec["type"]
+    if t == "bool":
+        return [False, True]
+    if t == "choice":
+        return list(spec["choices"])
+    lo, hi = spec["min"], spec["max"]
+    if t == "int":
+        lo, hi = int(lo), int(hi)
+        if hi - lo <= 12:
+            return list(range(lo, hi + 1))
+        if lo > 0 and hi / lo >= 16:  # wide positive range: powers of two
+            vals, v = [], 1
+            while v <= hi:
+                if v >= lo:
+                    vals.append(v)
+                v *= 2
+            return sorted({lo, *vals, hi})
+        return sorted({round(lo + (hi - lo) * i / 8) for i in range(9)})
+    return [round(lo + (hi - lo) * i / 5, 4) for i in range(6)]
+
+
+class BuiltinAgent:
+    """Deterministic proposer. `train_score(changes)` -> mean train score of incumbent+changes."""
+
+    name = "builtin"
+
+    def __init__(self, train_score: TrainScore | None = None,
+                 functions: dict[str, Callable[..., Any]] | None = None) -> None:
+        self.train_score = train_score
+        self.functions = functions or {}
+
+    # -- moves ---------------------------------------------------------------------------------
+    def _tried(self, brief: Brief) -> set[str]:
+        ids = set()
+        for h in brief.history:
+            m = re.match(r"\[([^\]]+)\]", str(h.get("rationale", "")))
+            if m:
+                ids.add(m.group(1))
+        return ids
+
+    def _step_prompts(self, ws: Path, brief: Brief) -> list[str]:
+        """Prompt files whose fixed text appears in the cluster step's recorded calls."""
+        prompts = sorted(p.relative_to(ws).as_posix() for p in (ws / "prompts").glob("*.md"))
+        sent = " ".join(c["prompt"] for t in brief.traces for s in t["steps"]
+                        if brief.cluster and s["step"] == brief.cluster.step for c in s["calls"])
+        used = []
+        for rel in prompts:
+            text = (ws / rel).read_text(encoding="utf-8")
+            fragments = [f.strip() for f in re.split(r"\{[^{}]*\}", text) if len(f.strip()) > 12]
+            if fragments and any(f[:60] in sent for f in fragments):
+                used.append(rel)
+        return used or prompts
+
+    def _prompt_moves(self, ws: Path, brief: Brief) -> list[Move]:
+        cause = (brief.cluster.cause if brief.cluster else "unexplained").lower()
+        ranked = sorted(REMEDIES.items(), key=lambda kv: not any(k in cause for k in kv[1][1]))
+        moves = []
+        for rel in self._step_prompts(ws, brief):
+            text = (ws / rel).read_text(encoding="utf-8")
+            for rid, (instruction, _) in ranked:
+                if instruction not in text:
+                    moves.append((f"prompt:{rid}@{rel}", {rel: text.rstrip("\n") + "\n\n" + instruction + "\n"}))
+        return moves
+
+    def _param_moves(self, ws: Path, brief: Brief) -> list[Move]:
+        current = yaml.safe_load((ws / "params.yaml").read_text(encoding="utf-8")) or {}
+        cause = (brief.cluster.cause if brief.cluster else "").lower()
+        hints = [h for key, hs in PARAM_HINTS.items() if key in cause for h in hs]
+
+        def related(name: str) -> bool:
+            n = name.lower()
+            return any(n == h or n.startswith(h) or h in n for h in hints if len(h) > 1) or (
+                "k" in hints and (n == "k" or n.endswith("_k")))
+
+        # Parameters the cause points at first, then the rest (the train score picks the best).
+        names = sorted(brief.param_bounds, key=lambda n: not related(n))
+        moves = []
+        for name in names:
+            for value in _grid(brief.param_bounds[name]):
+                if value != current.get(name):
+                    new = dict(current, **{name: value})
+                    moves.append((f"param:{name}={value}",
+                                  {"params.yaml": yaml.safe_dump(new, sort_keys=False)}))
+        return moves
+
+    def _structure_moves(self, ws: Path, brief: Brief) -> list[Move]:
+        path = ws / "structure.yaml"
+        existing = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
+        transforms = list(existing.get("transforms") or [])
+        step = brief.cluster.step if brief.cluster else None
+        trace_steps = [s for t in brief.traces[:1] for s in t["steps"]]
+        keys_of = {s["step"]: list(json.loads(s["update"]).keys())
+                   for s in trace_steps if s.get("update") not in (None, "null")
+                   and isinstance(json.loads(s["update"]), dict)}
+        input_keys = list(brief.traces[0]["inputs"]) if brief.traces else []
+        llm_steps = [s["step"] for s in trace_steps if s.get("calls")]
+        targets = [step] if step else []
+        targets += [s for s in llm_steps if s not in targets]
+        moves: list[Move] = []
+
+        def add(mid: str, t: dict[str, Any], extra: dict[str, str | None] | None = None) -> None:
+            doc = {"transforms": [*transforms, t]}
+            moves.append((mid, {"structure.yaml": yaml.safe_dump(doc, sort_keys=False), **(extra or {})}))
+
+        for fname, fn in sorted(self.functions.items()):
+            try:
+                params = list(inspect.signature(fn).parameters)
+            except (TypeError, ValueError):
+                continue
+            if params[:1] == ["query"] and step:
+                keys = keys_of.get(step, [])
+                list_key = keys[0] if keys else None
+                if list_key:
+                    prompt = ("Write a search query for the passage that is still missing to answer "
+                              "the question: name the bridge entity the passages mention.\n\n"
+                              + "\n".join(f"{k.capitalize()}:\n{{{k}}}\n" for k in [*input_keys, list_key])
+                              + "\nQuery:")
+                    name = "hop_query"
+                    add(f"structure:retrieval_hop@{step}:{fname}",
+                        {"kind": "retrieval_hop", "after": step, "query_prompt": name,
+                         "inputs": [*input_keys, list_key], "search": fname, "key": list_key},
+                        {f"prompts/{name}.md": prompt})
+            elif len(params) == 2 and not re.match(r"(is_|valid|check)", fname):
+                for tgt in targets:
+                    for key in keys_of.get(tgt, []):
+                        add(f"structure:postprocess@{tgt}.{key}:{fname}",
+                            {"kind": "postprocess", "after": tgt, "key": key, "function": fname})
+            elif len(params) == 2:
+                for tgt in targets:
+                    for key in keys_of.get(tgt, []):
+                        add(f"structure:validate_retry@{tgt}.{key}:{fname}",
+                            {"kind": "validate_retry", "node": tgt, "key": key,
+                             "validator": fname, "max_attempts": 3})
+        for tgt in targets:
+            if tgt in llm_steps:
+                for key in keys_of.get(tgt, [])[:1]:
+                    add(f"structure:majority_vote@{tgt}.{key}",
+                        {"kind": "majority_vote", "node": tgt, "key": key, "samples": 3})
+        return moves
+
+    # -- protocol ------------------------------------------------------------------------------
+    def propose(self, brief: Brief, workspace: Path) -> Proposal:
+        make = {"prompt": self._prompt_moves, "parameter": self._param_moves,
+                "structure": self._structure_moves}[brief.level]
+        tried = self._tried(brief)
+        moves = [(mid, ch) for mid, ch in make(workspace, brief) if mid not in tried]
+        inv = Invocation(agent=self.name, role="propose", final_text=f"{len(moves)} candidate moves")
+        if not moves:
+            return Proposal(rationale="", invocations=[inv],
+                            failure=f"nothing left to try at the {brief.level} level")
+        base = brief.scores.get("train", 0.0)
+        scored = []
+        if self.train_score is not None:
+            for mid, changes in moves:
+                scored.append((self.train_score(changes), mid, changes))
+            scored.sort(key=lambda x: -x[0])
+            best, mid, changes = scored[0]
+            if best <= base:
+                return Proposal(invocations=[inv], failure=(
+                    f"no {brief.level} move improves the train score {base:.3f} "
+                    f"(best {mid}: {best:.3f}; {len(moves)} tried)"))
+            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train)"
+        else:
+            mid, changes = moves[0]
+            note = "first untried move (no train scoring available)"
+        for rel, text in changes.items():
+            target = workspace / rel
+            if text is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+        trials = [{"move": m, "train": round(s, 4)} for s, m, _ in scored[:10]]
+        inv = inv.model_copy(update={"final_text": json.dumps(trials), "usage": AgentUsage()})
+        return Proposal(rationale=f"[{mid}] {note}", invocations=[inv])
+
+    def attribute(self, request: AttributionRequest, workspace: Path) -> AttributionAnswer:
+        return AttributionAnswer(invocations=[Invocation(
+            agent=self.name, role="attribute", final_text="the built-in agent does not cluster "
+            "unexplained failures; they stay 'unexplained'")])
+
+    def review(self, request: ReviewRequest, workspace: Path) -> Verdict:
+        """The deterministic review in code already ran; the built-in reviewer adds nothing."""
+        return Verdict(approve=True, reasons=["no objection beyond the checks in code"],
+                       invocations=[Invocation(agent=self.name, role="review")])

@@ -1,0 +1,139 @@
+"""The agent's workspace: only the incumbent's mutable files for one level, read-only context and
+the brief. Built from train evidence only — no validation or test input or label enters it.
+
+After the agent returns, `collect` reads what changed from disk (never from the agent's claims).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fapo.artifacts import sha256_text
+from fapo.tenant import Tenant, in_scope, is_mutable
+
+if TYPE_CHECKING:
+    from fapo.agents.base import Brief
+
+ENGINE_FILES = ("BRIEF.md", "brief.json")
+CONTEXT = "context"
+#: Immutable tenant files given as read-only context (never data/, never anything with labels).
+CONTEXT_FILES = ("scorer.py", "checks.py", "tenant.yaml", "README.md")
+
+
+def brief_markdown(brief: Brief) -> str:
+    lines = [
+        f"# Task: one scoped change at the {brief.level} level of tenant `{brief.tenant}`",
+        "",
+        brief.objective,
+        "",
+        "## Scores (aggregate only)",
+        *[f"- {k}: {v:.3f}" for k, v in brief.scores.items()],
+        "",
+        "## Files you may change",
+        *[f"- `{f}`" for f in brief.allowed_files],
+        "",
+    ]
+    if brief.param_bounds:
+        lines += ["## Parameter bounds", "```json", json.dumps(brief.param_bounds, indent=2), "```", ""]
+    if brief.cluster:
+        c = brief.cluster
+        lines += [
+            "## Failure cluster to fix",
+            f"- step: `{c.step}`; cause: {c.cause}; level: {c.level}; confidence {c.confidence:.2f}",
+            f"- {len(c.example_ids)} train examples; suggested fix: {c.suggested_fix}",
+            "",
+            "Train traces of this cluster (with labels) are in `context/traces.json`.",
+            "",
+        ]
+    if brief.history:
+        lines += ["## Earlier attempts", *[f"- {json.dumps(h, default=str)}" for h in brief.history], ""]
+    lines += ["## Rules", *[f"- {r}" for r in brief.rules], ""]
+    return "\n".join(lines)
+
+
+def allowed_files(tenant: Tenant, level: str) -> list[str]:
+    files = [rel for rel in sorted(tenant.files) if in_scope(rel, level)]  # type: ignore[arg-type]
+    if level == "structure" and "structure.yaml" not in files:
+        files.append("structure.yaml")
+    if level == "structure":
+        files.append("prompts/<new>.md")
+    return files
+
+
+def prepare(ws: Path, tenant: Tenant, level: str, brief: Brief, extra_context: dict[str, str]) -> None:
+    """Lay out a fresh workspace. `extra_context` maps context-relative names to text."""
+    if ws.exists():
+        shutil.rmtree(ws)
+    ws.mkdir(parents=True)
+    for rel, text in tenant.files.items():
+        target = ws / rel if in_scope(rel, level) else ws / CONTEXT / rel  # type: ignore[arg-type]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    for rel in CONTEXT_FILES:
+        src = tenant.root / rel
+        if src.is_file():
+            (ws / CONTEXT / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, ws / CONTEXT / rel)
+    for rel, text in extra_context.items():
+        (ws / CONTEXT / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / CONTEXT / rel).write_text(text, encoding="utf-8")
+    (ws / "BRIEF.md").write_text(brief.to_markdown(), encoding="utf-8")
+    (ws / "brief.json").write_text(brief.model_dump_json(indent=2), encoding="utf-8")
+    for p in (ws / CONTEXT).rglob("*"):
+        if p.is_file():
+            p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def snapshot(ws: Path) -> dict[str, str]:
+    """sha256 of every file in the workspace (to detect any write, including to context/)."""
+    return {p.relative_to(ws).as_posix(): sha256_text(p.read_bytes())
+            for p in sorted(ws.rglob("*")) if p.is_file()}
+
+
+def collect(ws: Path, before: dict[str, str], tenant: Tenant) -> tuple[dict[str, str | None], list[str]]:
+    """(changes to mutable files, stray writes). Stray = anything else the agent touched."""
+    after = snapshot(ws)
+    changes: dict[str, str | None] = {}
+    stray: list[str] = []
+    for rel in sorted(set(before) | set(after)):
+        if before.get(rel) == after.get(rel) or rel in ENGINE_FILES:
+            continue
+        if rel.startswith(CONTEXT + "/") or not is_mutable(rel):
+            stray.append(rel)
+            continue
+        if rel in after:
+            text = (ws / rel).read_text(encoding="utf-8", errors="replace")
+            if tenant.files.get(rel) != text:
+                changes[rel] = text
+        elif rel in tenant.files:
+            changes[rel] = None
+    return changes, stray
+
+
+def unified_diff(old: dict[str, str], new: dict[str, str]) -> str:
+    out: list[str] = []
+    for rel in sorted(set(old) | set(new)):
+        a, b = old.get(rel), new.get(rel)
+        if a == b:
+            continue
+        out.extend(difflib.unified_diff(
+            (a or "").splitlines(keepends=True), (b or "").splitlines(keepends=True),
+            fromfile=f"a/{rel}" if a is not None else "/dev/null",
+            tofile=f"b/{rel}" if b is not None else "/dev/null"))
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+    return "".join(out)
+
+
+def context_listing(functions: dict[str, Any]) -> str:
+    """Registered functions, for structural proposals (name and first docstring line)."""
+    lines = ["# Functions the chain registered (usable in structure.yaml transforms)", ""]
+    for name, fn in sorted(functions.items()):
+        doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
+        lines.append(f"- `{name}`: {doc[0] if doc else ''}")
+    return "\n".join(lines) + "\n"
