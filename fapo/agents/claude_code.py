@@ -1,0 +1,130 @@
+"""Claude Code as the optimizing agent: headless `claude -p`, one fresh session per role.
+
+Containment, as measured with 2.1.197 (docs/agents.md): `--tools` limits which tools exist;
+permissions stay scoped to the working directory because nothing is pre-approved —
+`--allowedTools Read` (or a user settings file allowing it) would let the agent read anywhere,
+e.g. the tenant's validation labels, so we pass neither and load no setting sources. Propose
+runs in `acceptEdits` (edits inside the workspace only); attribute/review in `dontAsk` with
+read tools only. A denied tool still exits 0: denials are recorded and judged here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fapo.agents.base import Role
+from fapo.agents.cli_runner import CLIAgent, Parsed, RunResult, build_env
+from fapo.agents.prompts import system_rules
+
+PROPOSE_TOOLS = "Read,Edit,Write,Glob,Grep"
+READ_TOOLS = "Read,Glob,Grep"
+_WRITE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
+
+# Quiet, offline-friendly defaults; a variable listed in pass_env overrides them.
+QUIET_ENV = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "CLAUDE_CODE_MAX_RETRIES": "2",
+}
+
+
+class ClaudeCodeAgent(CLIAgent):
+    name = "claude-code"
+    provider = "anthropic"
+    default_binary = "claude"
+
+    def argv(self, binary: str, role: Role, prompt: str, workspace: Path) -> list[str]:
+        s = self.settings
+        cmd = [
+            binary,
+            "-p",
+            prompt,
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--no-session-persistence",
+            "--setting-sources",
+            "",
+            "--strict-mcp-config",
+            "--max-turns",
+            str(s.max_turns),
+            "--append-system-prompt",
+            system_rules(role),
+        ]
+        if s.model:
+            cmd += ["--model", s.model]
+        if role == "propose":
+            cmd += ["--tools", PROPOSE_TOOLS, "--permission-mode", "acceptEdits"]
+        else:
+            cmd += ["--tools", READ_TOOLS, "--permission-mode", "dontAsk"]
+        return cmd + list(s.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        s, src = self.settings, self.source_env
+        set_vars = dict(QUIET_ENV)
+        key = src.get(s.api_key_env or "ANTHROPIC_API_KEY")
+        if key:
+            set_vars["ANTHROPIC_API_KEY"] = key
+        if s.base_url:
+            set_vars["ANTHROPIC_BASE_URL"] = s.base_url
+        env = build_env(src, allow=["CLAUDE_CONFIG_DIR"], set_vars=set_vars)
+        env.update({k: src[k] for k in s.pass_env if k in src})
+        return env
+
+    def parse(self, result: RunResult) -> Parsed:
+        final = next((e for e in reversed(result.events) if e.get("type") == "result"), None)
+        if final is None:
+            turns = sum(1 for e in result.events if e.get("type") == "assistant")
+            usage = [e.get("message", {}).get("usage", {}) for e in result.events]
+            tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
+            return Parsed(
+                is_error=True,
+                error="no result event" + (f": {tail[0]}" if tail else ""),
+                final_text="",
+                turns=turns,
+                input_tokens=sum(_input_tokens(u) for u in usage),
+                output_tokens=sum(int(u.get("output_tokens") or 0) for u in usage),
+                usd=None,
+            )
+        usage = final.get("usage") or {}
+        is_error = bool(final.get("is_error")) or result.exit_code not in (0, None)
+        error = None
+        if is_error:
+            status = final.get("api_error_status")
+            text = str(final.get("result") or final.get("subtype") or "error")
+            error = (f"API status {status}: " if status else "") + text[:500]
+            if not final.get("is_error"):
+                error = f"exit code {result.exit_code}: {error}"
+        cost = final.get("total_cost_usd")
+        return Parsed(
+            is_error=is_error,
+            error=error,
+            final_text=str(final.get("result") or "") if not is_error else "",
+            turns=int(final.get("num_turns") or 0),
+            input_tokens=_input_tokens(usage),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            usd=float(cost) if cost is not None else None,
+            permission_denials=list(final.get("permission_denials") or []),
+        )
+
+    def outside_write_attempts(self, parsed: Parsed, workspace: Path) -> list[str]:
+        hits = []
+        for d in parsed.permission_denials:
+            if not isinstance(d, dict) or d.get("tool_name") not in _WRITE_TOOLS:
+                continue
+            inp = d.get("tool_input") or {}
+            target = inp.get("file_path") or inp.get("notebook_path")
+            if not target:
+                continue
+            path = (workspace / target).resolve()  # absolute targets stay absolute
+            if not path.is_relative_to(workspace):
+                hits.append(f"{d['tool_name']}: {target}")
+        return hits
+
+
+def _input_tokens(usage: dict[str, Any]) -> int:
+    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    return sum(int(usage.get(k) or 0) for k in keys)

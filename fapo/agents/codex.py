@@ -1,0 +1,173 @@
+"""Codex as the optimizing agent: `codex exec --json`, one fresh, ephemeral session per role.
+
+Containment, as measured with 0.171.0 (docs/agents.md): `-s workspace-write` lets tools write
+the workspace *and /tmp and $TMPDIR* unless both are excluded, so we exclude them; attribute
+and review run `-s read-only`. The sandbox does not restrict reads. A rejected patch or a
+blocked write still exits 0: it only shows on stderr or in a tool's output, so we collect
+those as permission denials. `codex exec` has no turn limit: we count tool calls in the event
+stream and stop the process group past `max_turns`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fapo.agents.base import Role
+from fapo.agents.cli_runner import CLIAgent, Parsed, RunResult, build_env
+from fapo.agents.prompts import system_rules
+
+PROVIDER_ID = "fapo"
+_TOOL_ITEMS = {"command_execution", "file_change", "mcp_tool_call", "web_search"}
+_BLOCKED = re.compile(r"Read-only file system|Permission denied|Operation not permitted")
+# Blocked actions show only in Codex's own log on stderr (at RUST_LOG=warn), e.g.
+# "patch rejected: writing outside of the project; rejected by user approval settings" or
+# "recorded sandbox violation: resource=filesystem ... reason=read_only_file_system".
+_STDERR_DENIAL = re.compile(r"(patch rejected|sandbox violation)[^\n]*", re.I)
+
+OFFLINE_CONFIG = (
+    "analytics.enabled=false",
+    "features.plugins=false",
+    "check_for_update_on_startup=false",
+    "project_doc_max_bytes=0",  # no AGENTS.md from the workspace: the agent could plant one
+    "sandbox_workspace_write.exclude_slash_tmp=true",
+    "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+)
+
+
+def _toml_str(text: str) -> str:
+    """A TOML basic string (JSON's escapes are valid TOML for what json.dumps emits)."""
+    return json.dumps(text)
+
+
+class CodexAgent(CLIAgent):
+    name = "codex"
+    provider = "openai"
+    default_binary = "codex"
+
+    def _key_env(self) -> str:
+        return self.settings.api_key_env or "OPENAI_API_KEY"
+
+    def argv(self, binary: str, role: Role, prompt: str, workspace: Path) -> list[str]:
+        s = self.settings
+        cmd = [
+            binary,
+            "exec",
+            "--json",
+            "--ephemeral",
+            "--ignore-user-config",
+            "--ignore-rules",
+            "--skip-git-repo-check",
+            "-C",
+            str(workspace),
+            "-s",
+            "workspace-write" if role == "propose" else "read-only",
+        ]
+        if s.model:
+            cmd += ["-m", s.model]
+        for kv in OFFLINE_CONFIG:
+            cmd += ["-c", kv]
+        cmd += ["-c", f"developer_instructions={_toml_str(system_rules(role))}"]
+        if s.base_url:
+            provider = (
+                f'{{name="{PROVIDER_ID}", base_url={_toml_str(s.base_url)}, wire_api="responses", '
+                f'env_key="{self._key_env()}", request_max_retries=2, stream_max_retries=2}}'
+            )
+            cmd += ["-c", f"model_provider={PROVIDER_ID}"]
+            cmd += ["-c", f"model_providers.{PROVIDER_ID}={provider}"]
+        return [*cmd, *s.extra_args, "--", prompt]
+
+    def environment(self) -> dict[str, str]:
+        s, src = self.settings, self.source_env
+        allow = ["CODEX_HOME"]
+        set_vars = {"RUST_LOG": "warn"}  # so blocked actions are logged (see _STDERR_DENIAL)
+        if s.base_url:
+            allow.append(self._key_env())  # the custom provider reads its key by this name
+        else:
+            key = src.get(self._key_env()) or src.get("CODEX_API_KEY")
+            if key:
+                set_vars["CODEX_API_KEY"] = key
+        env = build_env(src, allow=allow, set_vars=set_vars)
+        env.update({k: src[k] for k in s.pass_env if k in src})
+        return env
+
+    def watcher(self) -> Callable[[dict[str, Any]], str | None]:
+        limit = self.settings.max_turns
+        seen: set[str] = set()
+
+        def watch(event: dict[str, Any]) -> str | None:
+            item = event.get("item") or {}
+            if event.get("type") == "item.started" and item.get("type") in _TOOL_ITEMS:
+                seen.add(str(item.get("id")))
+                if len(seen) > limit:
+                    return f"more than max_turns={limit} tool calls"
+            return None
+
+        return watch
+
+    def parse(self, result: RunResult) -> Parsed:
+        final_text, error = "", None
+        input_tokens = output_tokens = turns = 0
+        completed = failed = False
+        denials: list[Any] = []
+        for e in result.events:
+            kind = e.get("type")
+            item = e.get("item") or {}
+            if kind == "turn.completed":
+                completed = True
+                u = e.get("usage") or {}
+                input_tokens += int(u.get("input_tokens") or 0)
+                output_tokens += int(u.get("output_tokens") or 0)
+            elif kind == "turn.failed":
+                failed = True
+                error = str((e.get("error") or {}).get("message") or "turn failed")
+            elif kind == "error" and error is None:
+                error = str(e.get("message") or "error")
+            elif kind == "item.completed":
+                itype = item.get("type")
+                if itype == "agent_message":
+                    final_text = str(item.get("text") or "")
+                    turns += 1
+                elif itype in _TOOL_ITEMS:
+                    turns += 1
+                    denials += _item_denials(item)
+        for m in _STDERR_DENIAL.finditer(result.stderr):
+            tool = "apply_patch" if m.group(1).lower().startswith("patch") else "sandbox"
+            denials.append({"tool": tool, "detail": m.group(0).strip()[:300]})
+        is_error = failed or not completed or result.exit_code not in (0, None)
+        if is_error and error is None:
+            tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
+            error = f"exit code {result.exit_code}" + (f": {tail[0]}" if tail else "")
+        return Parsed(
+            is_error=is_error,
+            error=error[:500] if error else None,
+            final_text=final_text if not is_error else "",
+            turns=turns,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            usd=None,  # Codex reports no cost: priced from settings.prices
+            permission_denials=denials,
+        )
+
+    def outside_write_attempts(self, parsed: Parsed, workspace: Path) -> list[str]:
+        # In workspace-write the workspace is writable, so any blocked write aimed elsewhere.
+        return [
+            f"{d.get('tool')}: {d.get('command') or d.get('detail')}"
+            for d in parsed.permission_denials
+            if re.search(r"outside|read.only.file.system", str(d.get("detail", "")), re.I)
+        ]
+
+
+def _item_denials(item: dict[str, Any]) -> list[dict[str, Any]]:
+    if item.get("type") == "file_change" and item.get("status") == "failed":
+        return [{"tool": "apply_patch", "detail": "patch failed", "changes": item.get("changes")}]
+    if item.get("type") == "command_execution":
+        out = str(item.get("aggregated_output") or "")
+        m = _BLOCKED.search(out)
+        if m:
+            line = next((ln for ln in out.splitlines() if _BLOCKED.search(ln)), m.group(0))
+            return [{"tool": "exec_command", "command": item.get("command"), "detail": line[:300]}]
+    return []
