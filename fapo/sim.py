@@ -29,15 +29,13 @@ from fapo.runtime import seed_offset
 
 # --- what the sim recognizes (keep in sync with the tables in docs/sim.md) ---------------------
 
-_STOP_TEXT = (
-    """a about above after again against all also am an and any are as at be because been before
+_STOP_TEXT = """a about above after again against all also am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for from
     further had has have having he her here hers him his how i if in into is it its itself just
     me more most my no nor not now of off on once only or other our out over own same she should
     so some such than that the their them then there these they this those through to too under
     until up very was we were what when where which while who whom why will with would you your
     year"""
-)
 STOPWORDS = frozenset(_STOP_TEXT.split())
 
 _I = re.IGNORECASE
@@ -593,18 +591,21 @@ def _write(topic: str, cons: list[Constraint], obey: bool, only: bool, noise: in
             items[0] += " It is about " + " and ".join(keywords) + "."
         body = "\n".join(f"- {s}" for s in items)
     else:
+        note = f"It is about {' and '.join(keywords)}." if keywords else ""
+        budget = max(3, target_words - count_words(note))
         chosen: list[str] = []
         j = 0
-        while not chosen or count_words(" ".join(chosen)) < target_words:
+        while not chosen or count_words(" ".join(chosen)) < budget:
             chosen.append(sentences[j % len(sentences)])
             j += 1
-        if keywords:
-            chosen.insert(1, "It is about " + " and ".join(keywords) + ".")
         body = " ".join(chosen)
-        if exact_words is not None and "exact_words" in active:
-            words = list(_COUNT_WORD.finditer(body))
-            if len(words) > target_words:
-                body = body[: words[target_words - 1].end()].rstrip(",") + "."
+        trims = ("exact_words" in active and exact_words is not None) or "max_words" in active
+        words = list(_COUNT_WORD.finditer(body))
+        if trims and len(words) > budget:  # cut mid-sentence, keyword note kept
+            body = body[: words[budget - 1].end()].rstrip(",") + "."
+        if note:
+            parts = split_sentences(body)
+            body = " ".join([*parts[:1], note, *parts[1:]])
     for c in cons:
         if c.kind == "exclude" and "exclude" in active:
             body = _drop_word(body, c.arg)
