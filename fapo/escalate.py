@@ -15,6 +15,7 @@ class LevelState:
     level: Level
     rejections: int = 0  # consecutive, at this level
     exhausted: tuple[Level, ...] = ()
+    jumped: bool = False  # escalated at once since the last decision (one level per decision)
 
 
 class EscalationPolicy(Protocol):
@@ -35,16 +36,20 @@ class LadderPolicy:
 
     def before_proposal(self, state: LevelState, dominant: dict[str, Any] | None
                         ) -> tuple[LevelState, str | None]:
-        """Jump up at once if the dominant cluster is confidently a higher permitted level."""
-        if not dominant:
+        """Move up one level at once if the dominant cluster is confidently a higher level.
+
+        One level per decision: the level in between gets a proposal before the next jump, so a
+        cheaper fix is never skipped just because a bigger cluster sits higher up."""
+        if not dominant or state.jumped:
             return state, None
         target = dominant["level"]
-        if (target in self._above(state.level) and target not in state.exhausted
-                and dominant["confidence"] >= self.spec.high_confidence):
+        above = [lv for lv in self._above(state.level) if lv not in state.exhausted]
+        if (target in above and dominant["confidence"] >= self.spec.high_confidence):
+            nxt = above[0]
             why = (f"dominant cluster ({dominant['step']}: {dominant['cause']}, "
                    f"{len(dominant['example_ids'])} examples) is {target}-level with "
                    f"confidence {dominant['confidence']:.2f}")
-            return LevelState(target, 0, state.exhausted), why
+            return LevelState(nxt, 0, state.exhausted, jumped=True), why
         return state, None
 
     def after_decision(self, state: LevelState, accepted: bool,
@@ -54,14 +59,20 @@ class LadderPolicy:
             if state.level == "structure":
                 return LevelState(self.levels[0], 0, ()), "structural change accepted: back to " \
                                                           f"{self.levels[0]} level"
-            return LevelState(state.level, 0, state.exhausted), "accepted: stay at this level"
+            # A new incumbent re-opens every level: what failed before may work on top of it.
+            return LevelState(state.level, 0, ()), "accepted: stay at this level"
         rejections = state.rejections + 1
         if not level_exhausted and rejections < self.spec.patience:
             return LevelState(state.level, rejections, state.exhausted), \
                 f"{rejections} consecutive rejection(s) at {state.level} level"
         exhausted = (*state.exhausted, state.level)
+        why = "nothing left to try" if level_exhausted else f"{rejections} rejections"
         for nxt in self._above(state.level):
             if nxt not in exhausted:
-                why = "nothing left to try" if level_exhausted else f"{rejections} rejections"
                 return LevelState(nxt, 0, exhausted), f"{why} at {state.level} level: up to {nxt}"
+        # Jumped past a level (high-confidence escalation)? Go back to what was never exhausted.
+        for nxt in self.levels:
+            if nxt not in exhausted:
+                return LevelState(nxt, 0, exhausted), \
+                    f"{why} at {state.level} level: back to the untried {nxt} level"
         return None, "every permitted level is exhausted"

@@ -41,6 +41,10 @@ REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "json-only": ("Respond only with JSON.", ("json",)),
     "concise": ("Keep the output short and to the point.", ("truncated", "length")),
 }
+#: Instruction of the query step a retrieval hop adds (inputs are appended as labelled fields).
+HOP_QUERY_PROMPT = ("Write a search query for the passage that is still missing to answer the "
+                    "question.\nReason step by step: first identify the bridge entity named in the "
+                    "passages, then write a query with that entity.\nRespond with only the query.")
 PARAM_HINTS = {"truncated": ("token", "length"), "length": ("token", "length"),
                "retriev": ("k", "top", "depth", "candidates", "n_"),
                "candidate": ("k", "top", "depth", "candidates"), "passage": ("k", "top", "depth")}
@@ -145,6 +149,8 @@ class BuiltinAgent:
                    for s in trace_steps if s.get("update") not in (None, "null")
                    and isinstance(json.loads(s["update"]), dict)}
         input_keys = list(brief.traces[0]["inputs"]) if brief.traces else []
+        list_steps = [(s["step"], k) for s in trace_steps if s.get("update") not in (None, "null")
+                      for k, v in (json.loads(s["update"]) or {}).items() if isinstance(v, list)]
         llm_steps = [s["step"] for s in trace_steps if s.get("calls")]
         targets = [step] if step else []
         targets += [s for s in llm_steps if s not in targets]
@@ -159,19 +165,24 @@ class BuiltinAgent:
                 params = list(inspect.signature(fn).parameters)
             except (TypeError, ValueError):
                 continue
-            if params[:1] == ["query"] and step:
-                keys = keys_of.get(step, [])
-                list_key = keys[0] if keys else None
-                if list_key:
-                    prompt = ("Write a search query for the passage that is still missing to answer "
-                              "the question: name the bridge entity the passages mention.\n\n"
-                              + "\n".join(f"{k.capitalize()}:\n{{{k}}}\n" for k in [*input_keys, list_key])
-                              + "\nQuery:")
-                    name = "hop_query"
-                    add(f"structure:retrieval_hop@{step}:{fname}",
-                        {"kind": "retrieval_hop", "after": step, "query_prompt": name,
-                         "inputs": [*input_keys, list_key], "search": fname, "key": list_key},
-                        {f"prompts/{name}.md": prompt})
+            if params[:1] == ["query"]:
+                # A hop goes after a step that produced a list (retrieval-like), extending it.
+                for tgt, lkey in list_steps:
+                    prompt = (HOP_QUERY_PROMPT + f"\n\n{lkey.capitalize()}:\n{{{lkey}}}\n\n"
+                              + "\n".join(f"{k.capitalize()}: {{{k}}}" for k in input_keys) + "\n")
+                    hop = {"kind": "retrieval_hop", "after": tgt, "query_prompt": "hop_query",
+                           "inputs": [*input_keys, lkey], "search": fname, "key": lkey}
+                    mid = f"structure:retrieval_hop@{tgt}.{lkey}:{fname}"
+                    add(mid, hop, {"prompts/hop_query.md": prompt})
+                    # The step that reads the extra evidence may need telling how to use it: the
+                    # hop together with one remedy on a consumer prompt is still one concern.
+                    for rel in sorted((ws / "prompts").glob("*.md")):
+                        text = rel.read_text(encoding="utf-8")
+                        for rid, (instruction, _) in REMEDIES.items():
+                            if instruction not in text and f"{{{lkey}}}" in text:
+                                add(f"{mid}+{rid}@{rel.name}", hop, {
+                                    "prompts/hop_query.md": prompt,
+                                    f"prompts/{rel.name}": text.rstrip("\n") + "\n\n" + instruction + "\n"})
             elif len(params) == 2 and not re.match(r"(is_|valid|check)", fname):
                 for tgt in targets:
                     for key in keys_of.get(tgt, []):
