@@ -157,7 +157,7 @@ class _Aggregate:
                 st["times"].append(s["duration_s"])
             for c in s.get("calls", []):
                 st["calls"] += not c["cache_hit"]
-                st["tokens"] += c["input_tokens"] + c["output_tokens"]
+                st["tokens"] += 0 if c["cache_hit"] else c["input_tokens"] + c["output_tokens"]
                 st["truncated"] += c["finish_reason"] == "length"
         if r["error"] and r["error"]["step"] and r["error"]["step"] not in {
                 s["step"] for s in r["steps"] if s.get("error")}:
