@@ -105,7 +105,7 @@ class Run:
         self.dir = self.settings.runs_dir / tenant.name / self.run_id
         if options.resume and not (self.dir / "run.json").is_file():
             raise FapoError(f"no run '{self.run_id}' under {self.dir.parent}; see `fapo status`")
-        if not options.resume and self.dir.exists():
+        if not options.resume and (self.dir / "run.json").is_file():
             raise FapoError(f"run folder {self.dir} already exists; use --resume {self.run_id}")
         budget_spec = BudgetSpec(**{**spec.budget.model_dump(),
                                     **{k: v for k, v in options.budget.items() if v is not None}})
