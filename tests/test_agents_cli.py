@@ -34,8 +34,6 @@ from agentmock.harness import (
 from fapo.agents.base import Agent, AttributionRequest, Brief, ReviewRequest
 from fapo.agents.prompts import RETRY_MARKER
 
-pytestmark = pytest.mark.cli
-
 PROPOSE, ATTRIBUTE, REVIEW = "[fapo:role=propose]", "[fapo:role=attribute]", "[fapo:role=review]"
 NEW_PROMPT = "Answer in at most five words: {question}\n"
 
@@ -94,6 +92,7 @@ def claude_bin() -> str:
     return require("claude")
 
 
+@pytest.mark.cli
 def test_claude_propose_edits_in_scope_and_records_everything(tmp_path, claude_bin):
     ws = workspace(tmp_path)
     target = str(ws / "prompts" / "answer.md")
@@ -130,6 +129,7 @@ def test_claude_propose_edits_in_scope_and_records_everything(tmp_path, claude_b
     assert AGENT_KEY not in blob and TASK_KEY not in blob
 
 
+@pytest.mark.cli
 def test_claude_write_outside_workspace_is_denied_and_blocks(tmp_path, claude_bin):
     ws = workspace(tmp_path)
     outside = tmp_path / "tenant" / "scorer.py"
@@ -150,6 +150,7 @@ def test_claude_write_outside_workspace_is_denied_and_blocks(tmp_path, claude_bi
     assert proposal.failure and "outside the workspace" in proposal.failure  # ... but blocks
 
 
+@pytest.mark.cli
 def test_claude_read_only_roles_cannot_read_outside(tmp_path, claude_bin):
     ws = _read_only_ws(tmp_path)
     secret = tmp_path / "tenant" / "data" / "val.jsonl"
@@ -170,6 +171,7 @@ def test_claude_read_only_roles_cannot_read_outside(tmp_path, claude_bin):
     assert "dontAsk" in inv.command and "Read,Glob,Grep" in inv.command
 
 
+@pytest.mark.cli
 def test_claude_no_change_is_a_failed_proposal(tmp_path, claude_bin):
     ws = workspace(tmp_path)
     with MockModelServer("anthropic", Script().add(PROPOSE, Text("nothing to do"))) as srv:
@@ -177,6 +179,7 @@ def test_claude_no_change_is_a_failed_proposal(tmp_path, claude_bin):
     assert proposal.failure and "changed no file" in proposal.failure
 
 
+@pytest.mark.cli
 def test_claude_api_error_is_recorded_not_trusted(tmp_path, claude_bin):
     ws = workspace(tmp_path)
     with MockModelServer("anthropic", Script().add(PROPOSE, Error(500, "scripted outage"))) as srv:
@@ -187,6 +190,7 @@ def test_claude_api_error_is_recorded_not_trusted(tmp_path, claude_bin):
     assert (ws / "prompts" / "answer.md").read_text() == PROMPT
 
 
+@pytest.mark.cli
 def test_claude_hang_past_timeout_kills_the_process_group(tmp_path, claude_bin):
     ws = workspace(tmp_path)
     with MockModelServer("anthropic", Script().add(PROPOSE, Hang())) as srv:
@@ -200,17 +204,20 @@ def test_claude_hang_past_timeout_kills_the_process_group(tmp_path, claude_bin):
     assert "timed out" in (proposal.failure or "")
 
 
+@pytest.mark.cli
 def test_claude_attribution_valid_answer(tmp_path, claude_bin):
     ws = _read_only_ws(tmp_path)
     with MockModelServer("anthropic", Script().add(ATTRIBUTE, json_answer(GOOD_CLUSTERS))) as srv:
         answer = claude(tmp_path, srv.url).attribute(ATTR_REQ, ws)
-    assert answer.failure is None
-    (cluster,) = answer.clusters
-    assert (cluster.step, cluster.level, cluster.source) == ("answer", "prompt", "agent")
-    assert cluster.example_ids == ["t1", "t2"]
-    assert (ws / "REQUEST.md").exists() and "t1" in (ws / "request.json").read_text()
+        assert answer.failure is None
+        (cluster,) = answer.clusters
+        assert (cluster.step, cluster.level, cluster.source) == ("answer", "prompt", "agent")
+        assert cluster.example_ids == ["t1", "t2"]
+        assert "long text" in json.dumps(srv.model_requests()[0].body["messages"])  # inline
+    assert sorted(p.name for p in ws.iterdir()) == ["context", "prompts"]  # workspace untouched
 
 
+@pytest.mark.cli
 def test_claude_malformed_attribution_retried_once_then_failure(tmp_path, claude_bin):
     ws = _read_only_ws(tmp_path)
     bad_step = {"clusters": [{**GOOD_CLUSTERS["clusters"][0], "step": "nonexistent"}]}
@@ -225,6 +232,7 @@ def test_claude_malformed_attribution_retried_once_then_failure(tmp_path, claude
     assert "nonexistent" in (answer.failure or "") and "after one retry" in (answer.failure or "")
 
 
+@pytest.mark.cli
 def test_claude_malformed_then_valid_answer_is_used(tmp_path, claude_bin):
     ws = _read_only_ws(tmp_path)
     script = (
@@ -240,6 +248,7 @@ def test_claude_malformed_then_valid_answer_is_used(tmp_path, claude_bin):
     assert "cause" in retry_prompt  # the validation error was passed back to the agent
 
 
+@pytest.mark.cli
 def test_claude_review_veto(tmp_path, claude_bin):
     ws = _read_only_ws(tmp_path)
     veto = {"approve": False, "reasons": ["hard-codes the answer for example t1"]}
@@ -257,6 +266,7 @@ def codex_bin() -> str:
     return require("codex")
 
 
+@pytest.mark.cli
 def test_codex_propose_edits_in_scope_and_records_everything(tmp_path, codex_bin):
     ws = workspace(tmp_path)
     script = Script().add(
@@ -280,6 +290,7 @@ def test_codex_propose_edits_in_scope_and_records_everything(tmp_path, codex_bin
     assert AGENT_KEY not in blob and TASK_KEY not in blob
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("how", ["apply_patch", "exec_command"])
 def test_codex_write_outside_workspace_is_blocked(tmp_path, codex_bin, how):
     ws = workspace(tmp_path)
@@ -304,6 +315,7 @@ def test_codex_write_outside_workspace_is_blocked(tmp_path, codex_bin, how):
     assert proposal.failure and "outside the workspace" in proposal.failure
 
 
+@pytest.mark.cli
 def test_codex_read_only_roles_cannot_write(tmp_path, codex_bin):
     ws = _read_only_ws(tmp_path)
     script = Script().add(
@@ -319,6 +331,7 @@ def test_codex_read_only_roles_cannot_write(tmp_path, codex_bin):
     assert verdict.approve and verdict.failure is None
 
 
+@pytest.mark.cli
 def test_codex_api_error_is_recorded_not_trusted(tmp_path, codex_bin):
     ws = workspace(tmp_path)
     with MockModelServer("responses", Script().add(PROPOSE, Error(400, "scripted refusal"))) as srv:
@@ -328,6 +341,7 @@ def test_codex_api_error_is_recorded_not_trusted(tmp_path, codex_bin):
     assert proposal.failure and proposal.failure.startswith("codex failed")
 
 
+@pytest.mark.cli
 def test_codex_hang_past_timeout_kills_the_process_group(tmp_path, codex_bin):
     ws = workspace(tmp_path)
     with MockModelServer("responses", Script().add(PROPOSE, Hang())) as srv:
@@ -339,6 +353,7 @@ def test_codex_hang_past_timeout_kills_the_process_group(tmp_path, codex_bin):
     assert inv.timed_out and inv.is_error and 3 <= elapsed < 10
 
 
+@pytest.mark.cli
 def test_codex_max_turns_stops_a_runaway_agent(tmp_path, codex_bin):
     ws = workspace(tmp_path)
     steps = [Tool("exec_command", {"cmd": "true"}) for _ in range(10)]
@@ -349,6 +364,7 @@ def test_codex_max_turns_stops_a_runaway_agent(tmp_path, codex_bin):
     assert len(srv.model_requests()) <= 4
 
 
+@pytest.mark.cli
 def test_codex_malformed_attribution_retried_once_then_failure(tmp_path, codex_bin):
     ws = _read_only_ws(tmp_path)
     wrong_ids = {"clusters": [{**GOOD_CLUSTERS["clusters"][0], "example_ids": ["v9"]}]}
@@ -361,6 +377,7 @@ def test_codex_malformed_attribution_retried_once_then_failure(tmp_path, codex_b
     assert "unknown ids" in (answer.failure or "")
 
 
+@pytest.mark.cli
 def test_codex_review_veto_and_attribution(tmp_path, codex_bin):
     ws = _read_only_ws(tmp_path)
     veto = {"approve": False, "reasons": ["edits the scorer"]}
@@ -371,3 +388,214 @@ def test_codex_review_veto_and_attribution(tmp_path, codex_bin):
         answer = agent.attribute(ATTR_REQ, _read_only_ws(tmp_path / "b"))
     assert verdict.approve is False and verdict.reasons == ["edits the scorer"]
     assert answer.failure is None and answer.clusters[0].source == "agent"
+
+
+# -- the runner and the answer contract, without a CLI ---------------------------------------
+
+FAKE_CLI = """#!{python}
+import json, os, subprocess, sys, time, signal
+mode = os.environ.get("FAKE_MODE", "ok")
+if mode == "hang":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    code = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "os.setsid(); open(os.environ['PIDFILE'], 'a').write(str(os.getpid()) + '\\\\n'); "
+            "time.sleep(600)")
+    subprocess.Popen([sys.executable, "-c", code])
+    open(os.environ["PIDFILE"], "a").write(str(os.getpid()) + "\\n")
+    print(json.dumps({{"type": "system", "subtype": "init"}}), flush=True)
+    time.sleep(600)
+if mode == "touch":
+    open("prompts/answer.md", "a").write("sneaky\\n")
+print(json.dumps({{"type": "env", "keys": sorted(os.environ)}}), flush=True)
+print("not json at all", flush=True)
+answer = json.dumps({{"approve": True, "reasons": ["looks fine"]}})
+print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
+                  "result": answer, "usage": {{"input_tokens": 1000, "output_tokens": 100}},
+                  "permission_denials": []}}), flush=True)
+"""
+
+
+def _fake_agent(tmp_path: Path, mode: str, **settings: object):
+    import sys
+
+    from fapo.agents.claude_code import ClaudeCodeAgent
+    from fapo.settings import AgentSettings
+
+    exe = tmp_path / "fake-claude"
+    exe.write_text(FAKE_CLI.format(python=sys.executable))
+    exe.chmod(0o755)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FAKE_MODE": mode,
+        "PIDFILE": str(tmp_path / "pids"),
+        "OPENAI_API_KEY": TASK_KEY,
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-value-123",
+        "FAPO_AGENT_KEY": AGENT_KEY,
+    }
+    s = AgentSettings(
+        binary=str(exe),
+        model="claude-sonnet-4-5",
+        api_key_env="FAPO_AGENT_KEY",
+        pass_env=["FAKE_MODE", "PIDFILE"],
+        **settings,
+    )
+    return ClaudeCodeAgent(s, project_root=tmp_path, prices=PRICES_FOR_FAKE, env=env)
+
+
+PRICES_FOR_FAKE = {"anthropic:claude-sonnet-4-5": {"input": 3.0, "output": 15.0}}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_runner_timeout_kills_group_and_escaped_children(tmp_path):
+    ws = _read_only_ws(tmp_path)
+    agent = _fake_agent(tmp_path, "hang", timeout_s=1.5)
+    t0 = time.monotonic()
+    verdict = agent.review(REVIEW_REQ, ws)
+    assert time.monotonic() - t0 < 8
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    assert len(pids) == 2  # the CLI and a child that ignored SIGTERM and left the group
+    deadline = time.monotonic() + 3
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+    (inv,) = verdict.invocations  # a timeout is not retried
+    assert inv.timed_out and inv.is_error and not verdict.approve
+    assert "timed out" in (verdict.failure or "")
+
+
+def test_env_is_an_allow_list_and_transcript_is_redacted(tmp_path):
+    ws = _read_only_ws(tmp_path)
+    verdict = _fake_agent(tmp_path, "ok").review(REVIEW_REQ, ws)
+    assert verdict.approve and verdict.reasons == ["looks fine"]
+    (inv,) = verdict.invocations
+    events = _transcript(ws, inv)
+    keys = next(e["keys"] for e in events if e["type"] == "env")
+    assert "ANTHROPIC_API_KEY" in keys and "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC" in keys
+    assert "OPENAI_API_KEY" not in keys and "AWS_SECRET_ACCESS_KEY" not in keys
+    assert "FAPO_AGENT_KEY" not in keys  # its value travels as ANTHROPIC_API_KEY only
+    assert {"type": "_raw", "text": "not json at all"} in events
+    # no CLI cost in the result: priced from the table
+    assert inv.usage.usd == pytest.approx((1000 * 3.0 + 100 * 15.0) / 1e6)
+
+
+def test_read_only_role_that_changes_the_workspace_is_not_trusted(tmp_path):
+    ws = _read_only_ws(tmp_path)
+    verdict = _fake_agent(tmp_path, "touch").review(REVIEW_REQ, ws)
+    assert verdict.approve is False
+    assert "prompts/answer.md" in (verdict.failure or "")
+
+
+def test_missing_binary_is_a_recorded_failure(tmp_path):
+    from fapo.agents.codex import CodexAgent
+    from fapo.settings import AgentSettings
+
+    agent = CodexAgent(AgentSettings(binary="no-such-codex"), project_root=tmp_path, env={})
+    proposal = agent.propose(BRIEF, workspace(tmp_path))
+    assert proposal.failure and "not found" in proposal.failure
+    assert "install-agents.sh" in proposal.failure
+
+
+def test_redact_hides_known_values_and_key_shapes():
+    from fapo.agents.cli_runner import REDACTED, redact
+
+    text = redact(
+        "k=abcdef123456 Authorization: Bearer tok_live_9999 sk-proj-AAAA1111 api_key=zzzz9999 "
+        '"input_tokens": 120',
+        secrets=["abcdef123456"],
+    )
+    assert "abcdef123456" not in text and "tok_live_9999" not in text
+    assert "sk-proj-AAAA1111" not in text and "zzzz9999" not in text
+    assert '"input_tokens": 120' in text and text.count(REDACTED) == 4
+
+
+def test_detect_outside_writes(tmp_path):
+    import os
+
+    from fapo.agents.cli_runner import detect_outside_writes
+
+    tenant, run, ws = tmp_path / "tenant", tmp_path / "run", tmp_path / "run" / "p" / "workspace"
+    for d in (tenant / "data", ws, run / "p"):
+        d.mkdir(parents=True, exist_ok=True)
+    (tenant / "scorer.py").write_text("x")
+    (tenant / "data" / "val.jsonl").write_text("x")
+    (tenant / "gone.txt").write_text("x")
+    since = time.time()
+    time.sleep(0.05)
+    (ws / "prompt.md").write_text("inside: fine")
+    (run / "p" / "agent-codex-propose-1.jsonl").write_text("transcript: excluded")
+    (tenant / "scorer.py").write_text("hacked")
+    os.utime(tenant / "scorer.py", (since - 100, since - 100))  # ctime still betrays it
+    (tenant / "gone.txt").unlink()
+    hits = detect_outside_writes(
+        [tenant, run], since, ws, exclude=[run / "p" / "agent-codex-propose-1.jsonl"]
+    )
+    assert hits == [str(tenant.resolve()) + "/", str((tenant / "scorer.py").resolve())]
+
+
+def test_merged_settings_layers():
+    from fapo.agents.cli_runner import merged_settings
+    from fapo.settings import AgentSettings
+    from fapo.spec import AgentOverride
+
+    base = AgentSettings(model="a", max_turns=30, timeout_s=900, base_url="http://127.0.0.1:1")
+    out = merged_settings(base, AgentOverride(kind="codex", model="b"), {"timeout_s": 5, "x": 1})
+    assert (out.model, out.max_turns, out.timeout_s, out.base_url) == ("b", 30, 5, base.base_url)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ('{"approve": false, "reasons": ["leaks val labels"]}', True),
+        ('Verdict:\n```json\n{"approve": true, "reasons": ["ok"]}\n```', True),
+        ('I think {"approve": true, "reasons": ["fine"]} is right', True),
+        ('{"approve": "yes", "reasons": ["x"]}', False),
+        ('{"approve": true, "reasons": []}', False),
+        ('{"approve": true, "reasons": ["  "]}', False),
+        ('{"approve": true, "reasons": ["x"], "extra": 1}', False),
+        ("", False),
+    ],
+)
+def test_verdict_answers_are_validated(text, ok):
+    from fapo.agents.prompts import AnswerError, parse_verdict
+
+    if ok:
+        approve, reasons = parse_verdict(text)
+        assert isinstance(approve, bool) and reasons
+    else:
+        with pytest.raises(AnswerError):
+            parse_verdict(text)
+
+
+def test_attribution_answers_are_checked_against_the_request():
+    from fapo.agents.prompts import AnswerError, parse_attribution
+
+    good = json.dumps(GOOD_CLUSTERS)
+    assert parse_attribution(good, ATTR_REQ)[0].source == "agent"
+    for field, value, msg in [
+        ("level", "structure", "not one of"),  # not a permitted level
+        ("step", "rerank", "not one of"),
+        ("example_ids", ["v1"], "unknown ids"),  # never a validation id
+        ("confidence", 1.5, "confidence"),
+    ]:
+        bad = {"clusters": [{**GOOD_CLUSTERS["clusters"][0], field: value}]}
+        with pytest.raises(AnswerError, match=msg):
+            parse_attribution(json.dumps(bad), ATTR_REQ)
+
+
+def test_prompts_carry_role_attempt_and_retry_error():
+    from fapo.agents.prompts import task_prompt
+
+    p = task_prompt("propose", attempt=3)
+    assert p.startswith("[fapo:role=propose] [fapo:attempt=3]") and "BRIEF.md" in p
+    r = task_prompt("review", "approve: field required", "DIFF-TEXT")
+    assert RETRY_MARKER in r and "approve: field required" in r and r.endswith("DIFF-TEXT")
+    long = task_prompt("attribute", None, "x" * 200_000)
+    assert len(long) < 100_000 and "characters cut" in long

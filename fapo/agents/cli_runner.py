@@ -506,7 +506,8 @@ class CLIAgent:
 
     def propose(self, brief: Brief, workspace: Path) -> Proposal:
         before = snapshot(workspace)
-        inv, parsed = self.invoke("propose", task_prompt("propose"), workspace)
+        prompt = task_prompt("propose", attempt=len(brief.history) + 1)
+        inv, parsed = self.invoke("propose", prompt, workspace)
         changed = changed_files(before, snapshot(workspace))
         outside = self.outside_write_attempts(parsed, workspace.resolve())
         failure = None
@@ -539,17 +540,12 @@ class CLIAgent:
         parse: Callable[[str], Any],
     ) -> tuple[list[Invocation], Any, str | None]:
         """Run a read-only role; retry once with the validation error; never trust bad JSON."""
-        for name, text in (
-            ("REQUEST.md", request_markdown(request)),
-            ("request.json", request.model_dump_json(indent=2)),
-        ):
-            if not (workspace / name).exists():
-                (workspace / name).write_text(text, encoding="utf-8")
+        text = request_markdown(request)
         invocations: list[Invocation] = []
         problem: str | None = None
         for _attempt in range(2):
             before = snapshot(workspace)
-            inv, _ = self.invoke(role, task_prompt(role, problem), workspace)
+            inv, _ = self.invoke(role, task_prompt(role, problem, text), workspace)
             changed = changed_files(before, snapshot(workspace))
             if inv.is_error:
                 invocations.append(inv)

@@ -61,9 +61,21 @@ def system_rules(role: Role) -> str:
     return SYSTEM_RULES + "\n" + ROLE_RULES[role]
 
 
-def task_prompt(role: Role, retry_error: str | None = None) -> str:
-    """The user message for one invocation. On a retry it carries the validation error."""
+MAX_REQUEST_CHARS = 90_000  # the prompt travels as one argv entry (Linux caps it at 128 KiB)
+
+
+def task_prompt(
+    role: Role,
+    retry_error: str | None = None,
+    request_text: str | None = None,
+    attempt: int | None = None,
+) -> str:
+    """The user message for one invocation. Attribute/review requests travel inline (the
+    workspace stays exactly as the engine laid it out, so any change is the agent's); a
+    retry carries the validation error of the previous answer."""
     head = ROLE_MARKER.format(role=role)
+    if attempt is not None:
+        head += f" [fapo:attempt={attempt}]"
     if role == "propose":
         body = (
             "Read BRIEF.md in the current directory (brief.json has the same content as data) "
@@ -73,28 +85,33 @@ def task_prompt(role: Role, retry_error: str | None = None) -> str:
         )
     elif role == "attribute":
         body = (
-            "Read REQUEST.md in the current directory (request.json has the same content as "
-            "data): it lists training-split failures that the engine's checks could not "
-            "explain, with each step's output. Find what goes wrong. Answer with only this JSON "
-            "object, nothing else:\n" + ATTRIBUTION_SHAPE
+            "The request below lists training-split failures that the engine's checks could "
+            "not explain, with each step's output; the current directory may hold more context. "
+            "Find what goes wrong. Answer with only this JSON object, nothing else:\n"
+            + ATTRIBUTION_SHAPE
         )
     else:
         body = (
-            "Read REQUEST.md in the current directory (request.json has the same content as "
-            "data): it holds a proposed change as a diff, the scope rules and the proposer's "
-            "rationale. Files under context/ are read-only context. Decide whether the change "
-            "may be evaluated. Answer with only this JSON object, nothing else:\n" + VERDICT_SHAPE
+            "The request below holds a proposed change as a diff, the scope rules and the "
+            "proposer's rationale; the current directory holds the changed files and read-only "
+            "context. Decide whether the change may be evaluated. Answer with only this JSON "
+            "object, nothing else:\n" + VERDICT_SHAPE
         )
     if retry_error:
         body = (
             f"{RETRY_MARKER} A previous answer to this task was rejected: {retry_error}\n"
             "Answer again, with only the JSON object in the required shape.\n\n" + body
         )
+    if request_text:
+        if len(request_text) > MAX_REQUEST_CHARS:
+            cut = len(request_text) - MAX_REQUEST_CHARS
+            request_text = request_text[:MAX_REQUEST_CHARS] + f"\n[... {cut} characters cut]\n"
+        body += "\n\n" + request_text
     return f"{head} {body}"
 
 
 def request_markdown(request: AttributionRequest | ReviewRequest) -> str:
-    """REQUEST.md: the request in prose, for the agent to read from its workspace."""
+    """The request in prose, as the agent reads it."""
     if isinstance(request, AttributionRequest):
         lines = [
             f"# Attribution request: {request.tenant}",
@@ -144,7 +161,7 @@ class AnswerError(ValueError):
 
 
 class _ClusterAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     step: str = Field(min_length=1)
     cause: str = Field(min_length=1)
@@ -155,13 +172,13 @@ class _ClusterAnswer(BaseModel):
 
 
 class _AttributionAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     clusters: list[_ClusterAnswer]
 
 
 class _VerdictAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     approve: bool
     reasons: list[str] = Field(min_length=1)
