@@ -5,8 +5,8 @@
 - answer / bridge_passage_seen: a two-hop question's second passage never reached the answer step.
   It shares no name with the question (the generator asserts BM25 ranks it below the largest k),
   so no k and no question-built query finds it -> an entity-driven second hop (structure).
-- answer / followed_bridge: both passages were there but the answer named the bridge entity
-  instead of following it -> ask for step-by-step reasoning (prompt).
+- answer / followed_bridge: both passages were there but the answer came from the first one (the
+  bridge entity itself, or e.g. its founding year) -> ask for step-by-step reasoning (prompt).
 """
 
 from __future__ import annotations
@@ -49,12 +49,16 @@ def bridge_passage_seen(example: Any, state: dict) -> bool:
 
 @check(
     "answer",
-    cause="answered with the bridge entity instead of following it to the second "
-    "passage; ask for step-by-step reasoning",
+    cause="answered from the first passage (the bridge entity or another of its facts) instead "
+    "of following the bridge entity to the second passage; ask for step-by-step reasoning",
     level="prompt",
     confidence=0.8,
 )
 def followed_bridge(example: Any, state: dict) -> bool:
     bridge, gold = example.label.get("bridge"), _norm(example.label["answer"])
     answer = _norm(state.get("answer"))
-    return not bridge or gold in answer or _norm(bridge) not in answer
+    if not bridge or not answer or gold in answer:
+        return True
+    first_id = example.label["supporting"][0]
+    first = next((p for p in state.get("passages") or [] if first_id in _ids([p])), "")
+    return _norm(bridge) not in answer and f" {answer} " not in f" {_norm(first)} "
