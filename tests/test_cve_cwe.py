@@ -248,3 +248,60 @@ def test_checks_separate_retrieval_misses_from_choice_errors_on_train() -> None:
             choice_errors += 1
             assert choose_failed is not None and choose_failed.level == "prompt"
     assert misses > 50 and choice_errors > 50 and correct > 50, (misses, choice_errors, correct)
+
+
+# --- through the engine, offline, on the simulated model -----------------------------------------
+
+
+def test_cli_validate_and_eval_val_pass_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from fapo.cli import app
+
+    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["validate", str(TENANT)])
+    assert res.exit_code == 0, res.output
+    assert "cve-cwe: valid" in res.output
+    out = tmp_path / "eval"
+    res = runner.invoke(
+        app, ["eval", str(TENANT), "--split", "val", "--no-cache", "--out", str(out), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["n"] == len(_rows("val")) and summary["errors"] == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == summary["n"]
+    # The summary's mean is the scorer applied to the recorded predictions, nothing else.
+    labels = {r["id"]: r["label"] for r in _rows("val")}
+    hits = [rec["prediction"] in labels[rec["id"]] for rec in records]
+    assert summary["mean"] == pytest.approx(sum(hits) / len(hits))
+    assert 0.0 < summary["mean"] < 1.0
+    assert all(
+        [s["step"] for s in rec["steps"]] == ["retrieve", "choose", "normalize"] for rec in records
+    )
+
+
+def test_attribution_on_train_separates_retrieval_misses_from_choice_errors(tmp_path: Path) -> None:
+    from fapo.attribute import attribute
+    from fapo.evaluate import evaluate
+    from fapo.tenant import load_tenant
+
+    tenant = load_tenant(TENANT)
+    evaluate(tenant, "train", out_dir=tmp_path, use_cache=False, concurrency=8)
+    report = attribute(tenant, tmp_path / "results.jsonl", split="train")
+    clusters = {(c["step"], c["level"]): set(c["example_ids"]) for c in report["clusters"]}
+    assert set(clusters) == {("retrieve", "parameter"), ("choose", "prompt")}, report["clusters"]
+    labels = {r["id"]: set(r["label"]) for r in _rows("train")}
+    missed, wrong = set(), set()
+    for line in (tmp_path / "results.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["score"] == 1.0:
+            continue
+        cands = next(s["update"]["candidates"] for s in rec["steps"] if s["step"] == "retrieve")
+        (wrong if labels[rec["id"]] & set(cands) else missed).add(rec["id"])
+    assert clusters[("retrieve", "parameter")] == missed and len(missed) > 50
+    assert clusters[("choose", "prompt")] == wrong and len(wrong) > 50
