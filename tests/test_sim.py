@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -358,3 +360,19 @@ def test_identifying_params_name_it_a_simulator() -> None:
     prompt = qa("Answer with only the final answer.", "Who founded the Brastow Guild?")
     seeds = {respond(prompt, temperature=1.0, seed=s).text for s in range(30)}
     assert len(seeds) > 1  # the seed setting changes the noise too
+
+
+# --- docs/sim.md examples are executable ------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "sim.md"
+DOC_EXAMPLES = re.findall(r"^```sim-example\n(.*?)\n=>\n(.*?)\n```$", DOC.read_text(), re.S | re.M)
+
+
+def test_docs_have_examples_for_every_task_kind() -> None:
+    kinds = {respond(prompt).task for prompt, _ in DOC_EXAMPLES}
+    assert kinds == {"qa", "query", "evidence", "verify", "classify", "write"}
+
+
+@pytest.mark.parametrize(("prompt", "expected"), DOC_EXAMPLES)
+def test_docs_example(prompt: str, expected: str) -> None:
+    assert respond(prompt).text == expected
