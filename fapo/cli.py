@@ -210,6 +210,9 @@ def status(run_ref: Annotated[str | None, typer.Argument(help="Run id or folder 
     _emit(data, as_json, "\n".join(lines))
 
 
+from fapo.cli_extra import register; register(app)  # noqa: E402, E702, I001
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
