@@ -208,7 +208,8 @@ def make_chat_model(spec: ModelSpec, settings: Settings, **call_settings: Any) -
     if spec.provider == "sim":
         from fapo.sim import make_sim
 
-        return make_sim(spec.model, **{k: _coerce(v) for k, v in spec.options.items()}, **call)
+        # call settings from the chain override the spec's options of the same name
+        return make_sim(spec.model, **{**{k: _coerce(v) for k, v in spec.options.items()}, **call})
     _check_settings(spec, call)
     call.setdefault("timeout", DEFAULT_TIMEOUT_S)
     call.setdefault("max_retries", DEFAULT_MAX_RETRIES)

@@ -391,6 +391,9 @@ def test_sim_spec_goes_to_make_sim_with_typed_options(monkeypatch: pytest.Monkey
     )
     assert out == "sim-model"
     assert seen == {"name": "noisy", "latency_ms": 50, "mode": "fast", "temperature": 0.7}
+    seen.clear()
+    make_chat_model(parse_spec("sim:x?temperature=0.5&on=true"), Settings(), temperature=0.0)
+    assert seen == {"name": "x", "temperature": 0.0, "on": True}
 
 
 def test_importing_models_does_not_import_provider_packages() -> None:
