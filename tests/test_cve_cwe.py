@@ -305,3 +305,45 @@ def test_attribution_on_train_separates_retrieval_misses_from_choice_errors(tmp_
         (wrong if labels[rec["id"]] & set(cands) else missed).add(rec["id"])
     assert clusters[("retrieve", "parameter")] == missed and len(missed) > 50
     assert clusters[("choose", "prompt")] == wrong and len(wrong) > 50
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_same_tenant_runs_on_a_real_provider_api_with_only_the_model_spec_changed(
+    provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider SDKs talk to a loopback fake of their API; chain, prompt and params are as shipped."""
+    import dataclasses
+    import sys
+
+    from fapo.evaluate import evaluate
+    from fapo.tenant import load_tenant
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakeapi import FakeAPI
+
+    for name in list(__import__("os").environ):
+        if name.startswith(("ANTHROPIC_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+    def answer(req: Any) -> str:
+        listed = re.findall(r"^- (CWE-\d+): ", req.prompt, re.MULTILINE)
+        return f"{listed[-1]}" if listed else "none"
+
+    with FakeAPI(answer) as api:
+        base = api.openai_base if provider == "openai" else api.url
+        shipped = load_tenant(TENANT)
+        tenant = dataclasses.replace(
+            shipped,
+            spec=shipped.spec.model_copy(update={"models": {"task": f"{provider}:fake@{base}"}}),
+            settings=shipped.settings.model_copy(update={"rate_limits": {}}),
+        )
+        s = evaluate(tenant, "val", out_dir=tmp_path, use_cache=False, limit=12, concurrency=4)
+        bodies = [r.body for r in api.requests]
+    assert s.n == 12 and s.errors == 0 and s.calls == 12
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    for rec in records:
+        cands = next(st["update"]["candidates"] for st in rec["steps"] if st["step"] == "retrieve")
+        assert rec["prediction"] == cands[-1]
+    limit_key = "max_completion_tokens" if provider == "openai" else "max_tokens"
+    assert all(b.get("temperature") == 0.0 and b.get(limit_key) == 64 for b in bodies), bodies[0]
