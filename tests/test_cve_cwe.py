@@ -214,7 +214,7 @@ def test_alternate_terms_change_retrieval() -> None:
 
     base = load_tenant(TENANT)
     params = base.files["params.yaml"].replace("alternate_terms: false", "alternate_terms: true")
-    row = {"inputs": {"description": "Admin GUI allows XSS through cookie."}}
+    row = {"inputs": {"description": "A blog plugin allows XSS via a crafted comment."}}
     plain = _run(base, _FirstCandidate(), [row])[0]["candidates"]
     terms = _run(base.variant({"params.yaml": params}), _FirstCandidate(), [row])[0]["candidates"]
     assert "CWE-79" in terms and "CWE-79" not in plain
