@@ -23,6 +23,7 @@ from agentmock import (
 from agentmock.harness import (
     AGENT_KEY,
     PROMPT,
+    ROOT,
     TASK_KEY,
     claude,
     codex,
@@ -599,3 +600,66 @@ def test_prompts_carry_role_attempt_and_retry_error():
     assert RETRY_MARKER in r and "approve: field required" in r and r.endswith("DIFF-TEXT")
     long = task_prompt("attribute", None, "x" * 200_000)
     assert len(long) < 100_000 and "characters cut" in long
+
+
+# -- fapo doctor -----------------------------------------------------------------------------
+
+
+def _doctor_settings(tmp_path: Path, claude_url: str, codex_url: str):
+    from fapo.settings import AgentSettings, Settings
+
+    common = {
+        "api_key_env": "FAPO_AGENT_KEY",
+        "timeout_s": 30,
+        "pass_env": ["CLAUDE_CODE_MAX_RETRIES"],
+    }
+    return Settings(
+        root=ROOT,
+        agents={
+            "claude-code": AgentSettings(model="claude-sonnet-4-5", base_url=claude_url, **common),
+            "codex": AgentSettings(model="gpt-5.5", base_url=codex_url + "/v1", **common),
+        },
+    )
+
+
+@pytest.mark.cli
+def test_doctor_reports_versions_keys_and_answers(tmp_path, claude_bin, codex_bin):
+    from agentmock.harness import agent_env
+
+    from fapo.doctor import doctor
+
+    with (
+        MockModelServer("anthropic", Script(default=Text("OK"))) as a,
+        MockModelServer("responses", Script(default=Error(400, "no such model"))) as o,
+    ):
+        env = agent_env(tmp_path)
+        del env["OPENAI_API_KEY"]
+        rows = {r["check"]: r for r in doctor(_doctor_settings(tmp_path, a.url, o.url), env=env)}
+    claude_row, codex_row = rows["agent claude-code"], rows["agent codex"]
+    assert (
+        claude_row["ok"] and claude_row["answers"] and claude_row["version"].startswith("2.1.197")
+    )
+    assert claude_row["key_env"] == "FAPO_AGENT_KEY" and claude_row["key_set"]
+    assert codex_row["installed"] and "0.171.0" in codex_row["version"]
+    assert codex_row["answers"] is False and not codex_row["ok"]
+    assert "no such model" in codex_row["detail"]
+    assert rows["key ANTHROPIC_API_KEY"]["ok"] and not rows["key OPENAI_API_KEY"]["ok"]
+    assert AGENT_KEY not in json.dumps(rows) and TASK_KEY not in json.dumps(rows)
+
+
+def test_doctor_without_binaries_says_how_to_install(tmp_path):
+    from fapo.doctor import doctor
+    from fapo.settings import AgentSettings, Settings
+
+    settings = Settings(
+        root=tmp_path,
+        agents={k: AgentSettings(binary=f"missing-{k}") for k in ("claude-code", "codex")},
+    )
+    rows = doctor(settings, env={"PATH": str(tmp_path), "HOME": str(tmp_path)}, probe=True)
+    agents = [r for r in rows if r["check"].startswith("agent")]
+    assert [r["installed"] for r in agents] == [False, False]
+    assert all("install-agents.sh" in r["detail"] and not r["ok"] for r in agents)
+    assert {r["check"] for r in rows if r["check"].startswith("key")} == {
+        "key ANTHROPIC_API_KEY",
+        "key OPENAI_API_KEY",
+    }

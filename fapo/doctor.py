@@ -1,0 +1,121 @@
+"""`fapo doctor`: can this machine run the optimizing agents? One row per fact, never a secret.
+
+For each agent CLI: is it installed (where, which version), which variable holds its key and
+whether it is set, and whether it answers a trivial request (a real, tiny, billed call: pass
+`probe=False` to skip). Plus which model-provider keys are set, by name only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fapo.agents.claude_code import ClaudeCodeAgent
+from fapo.agents.cli_runner import CLIAgent
+from fapo.agents.codex import CodexAgent
+from fapo.settings import Settings
+
+AGENTS: dict[str, type[CLIAgent]] = {"claude-code": ClaudeCodeAgent, "codex": CodexAgent}
+PROVIDER_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+_DEFAULT_KEY = {"claude-code": "ANTHROPIC_API_KEY", "codex": "OPENAI_API_KEY"}
+
+
+def _version(binary: str, env: Mapping[str, str]) -> tuple[str | None, str]:
+    try:
+        out = subprocess.run(
+            [binary, "--version"],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"`{binary} --version` failed: {exc}"
+    line = (out.stdout or out.stderr).strip().splitlines()
+    if out.returncode != 0 or not line:
+        return None, f"`{binary} --version` exited {out.returncode}"
+    return line[0], ""
+
+
+def _login_hint(kind: str, env: Mapping[str, str]) -> str:
+    """A CLI may be logged in without a key (subscription login); say so rather than fail."""
+    home = Path(env.get("HOME", "~")).expanduser()
+    if kind == "claude-code":
+        cfg = Path(env["CLAUDE_CONFIG_DIR"]) if env.get("CLAUDE_CONFIG_DIR") else home / ".claude"
+        found = (cfg / ".credentials.json").is_file()
+    else:
+        found = (Path(env.get("CODEX_HOME") or home / ".codex") / "auth.json").is_file()
+    return "a saved CLI login was found" if found else "no saved CLI login found"
+
+
+def check_agent(
+    kind: str, settings: Settings, *, env: Mapping[str, str] | None = None, probe: bool = True
+) -> dict[str, Any]:
+    """One agent's row: installed, version, key, endpoint, and whether it answered."""
+    agent = AGENTS[kind](
+        settings.agent(kind), project_root=settings.root, prices=settings.prices, env=env
+    )
+    s, src = agent.settings, agent.source_env
+    key_env = s.api_key_env or _DEFAULT_KEY[kind]
+    row: dict[str, Any] = {
+        "check": f"agent {kind}",
+        "ok": False,
+        "installed": False,
+        "path": None,
+        "version": None,
+        "model": s.model,
+        "base_url": s.base_url,
+        "key_env": key_env,
+        "key_set": bool(src.get(key_env)),
+        "answers": None,
+        "usd": 0.0,
+        "detail": "",
+    }
+    notes = []
+    if not row["key_set"]:
+        notes.append(f"{key_env} is not set ({_login_hint(kind, src)})")
+    binary = agent.binary
+    if binary is None:
+        want = s.binary or agent.default_binary
+        row["detail"] = f"{want!r} not found: run .ci/install-agents.sh or set agents.{kind}.binary"
+        return row
+    row.update(installed=True, path=binary)
+    row["version"], err = _version(binary, agent.environment())
+    if err:
+        notes.append(err)
+    if probe:
+        with tempfile.TemporaryDirectory(prefix="fapo-doctor-") as tmp:
+            ws = Path(tmp) / "workspace"
+            ws.mkdir()
+            inv = agent.ping(ws)
+        row["answers"] = not inv.is_error and bool(inv.final_text.strip())
+        row["usd"] = inv.usage.usd
+        if not row["answers"]:
+            notes.append(f"trivial request failed: {inv.error or 'empty answer'}")
+    row["ok"] = row["version"] is not None and row["answers"] is not False
+    row["detail"] = "; ".join(notes) or "ready"
+    return row
+
+
+def doctor(
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    probe: bool = True,
+    kinds: tuple[str, ...] = ("claude-code", "codex"),
+) -> list[dict[str, Any]]:
+    """Rows for `fapo doctor` (the CLI prints them; `--json` emits them as they are)."""
+    src = dict(os.environ if env is None else env)
+    rows = [check_agent(kind, settings, env=src, probe=probe) for kind in kinds]
+    names = dict.fromkeys([*PROVIDER_KEYS, *(r["key_env"] for r in rows)])
+    for name in names:
+        is_set = bool(src.get(name))
+        rows.append(
+            {"check": f"key {name}", "ok": is_set, "detail": "set" if is_set else "not set"}
+        )
+    return rows
