@@ -111,9 +111,9 @@ class InstrumentedChatModel(BaseChatModel):
 
         latency = time.perf_counter() - started
         msg = result.generations[0].message if result else None
-        tin, tout = usage_of(msg) if msg is not None else (0, 0)
+        tin, tout = usage_of(result) if result is not None else (0, 0)
         usd = (tin * self.price[0] + tout * self.price[1]) / 1e6 if self.price and not hit else 0.0
-        finish = finish_reason_of(msg) if msg is not None else None
+        finish = finish_reason_of(result) if result is not None else None
         if msg is not None and not hit and self.call_cache is not None:
             self.call_cache.put(key, {"content": msg.content, "input_tokens": tin,
                                       "output_tokens": tout,

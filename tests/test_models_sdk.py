@@ -552,11 +552,6 @@ def test_evaluate_end_to_end_with_a_persistently_failing_example(
         assert run[-1] - run[0] >= 4 / 20.5 - 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fapo/llm.py passes only the message of inner._agenerate() to finish_reason_of(); "
-    "the reason lives in the ChatResult (generation_info / llm_output): pass `result` instead",
-)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_engine_records_truncation_from_real_providers(
     provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
