@@ -75,6 +75,16 @@ def _grid(spec: dict[str, Any]) -> list[Any]:
     return [round(lo + (hi - lo) * i / 5, 4) for i in range(6)]
 
 
+def _set_param(text: str, current: dict[str, Any], name: str, value: Any) -> str:
+    """params.yaml with one value replaced in place, so the file's comments survive."""
+    rendered = yaml.safe_dump({name: value}, default_flow_style=True).strip()[1:-1].split(": ", 1)[1]
+    pattern = re.compile(rf"^({re.escape(name)}\s*:\s*)([^#\n]*?)(\s*(#.*)?)$", re.M)
+    new, n = pattern.subn(lambda m: f"{m.group(1)}{rendered}{m.group(3)}", text, count=1)
+    if n == 1 and yaml.safe_load(new) == {**current, name: value}:
+        return new
+    return yaml.safe_dump({**current, name: value}, sort_keys=False)
+
+
 class BuiltinAgent:
     """Deterministic proposer. `train_score(changes)` -> mean train score of incumbent+changes."""
 
@@ -130,13 +140,13 @@ class BuiltinAgent:
 
         # Parameters the cause points at first, then the rest (the train score picks the best).
         names = sorted(brief.param_bounds, key=lambda n: not related(n))
+        text = (ws / "params.yaml").read_text(encoding="utf-8")
         moves = []
         for name in names:
             for value in _grid(brief.param_bounds[name]):
                 if value != current.get(name):
-                    new = dict(current, **{name: value})
                     moves.append((f"param:{name}={value}",
-                                  {"params.yaml": yaml.safe_dump(new, sort_keys=False)}))
+                                  {"params.yaml": _set_param(text, current, name, value)}))
         return moves
 
     def _structure_moves(self, ws: Path, brief: Brief) -> list[Move]:
