@@ -135,9 +135,13 @@ def promote(
         raise FapoError(f"tenant folder {root} of run {info['run_id']} is gone; restore it first")
     tenant = load_tenant(root, settings)
     current = dict(tenant.files)
-    if all(current.get(k) == v for k, v in files.items()) and not any(
-        k in current for k in base if k not in files
-    ):
+    # A mutable file the variant lacks is removed when this run knew it (the baseline or another
+    # variant had it, e.g. a structure.yaml); a file the user added since is left alone.
+    known = set(base)
+    for manifest in (run_dir / "variants").glob("v*/files/MANIFEST.json"):
+        known |= set(read_json(manifest))
+    removed = sorted(k for k in current if k not in files and k in known)
+    if all(current.get(k) == v for k, v in files.items()) and not removed:
         return PromoteResult(run_dir, vid, root)  # already promoted: nothing to do
     changed = changed_since_run(info, tenant.immutable_hashes(), current, base)
     if changed and not force:
@@ -147,8 +151,6 @@ def promote(
             f"({', '.join(changed[:3])}{more}); the variant was measured against the old "
             "files: commit or revert those changes, start a new run, or pass --force"
         )
-    # Files the variant removed relative to the baseline (e.g. a structure.yaml it dropped).
-    removed = sorted(k for k in base if k not in files and k in current)
     target = {k: v for k, v in current.items() if k not in removed}
     target.update(files)
     decision_path = run_dir / "variants" / vid / "decision.json"
