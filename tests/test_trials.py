@@ -1,0 +1,89 @@
+"""`--trials N`: N runs with distinct ids, seeds and caches, summarized as mean ± sd."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fapo.artifacts import read_json
+from fapo.errors import FapoError
+from fapo.loop import RunOptions
+from fapo.scaffold import create
+from fapo.settings import Settings, load_settings
+from fapo.trials import mean_sd, run_trials
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class FakeResult:
+    run_dir: Path
+    best: str
+    val: dict[str, float]
+    test: dict[str, float]
+    accepted: list[str] = field(default_factory=list)
+    stop_reason: str = "done"
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "fapo.toml", tmp_path / "fapo.toml")
+    create("cls", "classify", tmp_path / "tenants" / "cls")
+    return tmp_path
+
+
+def test_aggregates_independent_trials(project: Path) -> None:
+    finals = [0.6, 0.7, 0.95]
+    calls: list[tuple[RunOptions, Settings]] = []
+
+    def fake_run(root: Any, opts: RunOptions, settings: Settings) -> FakeResult:
+        i = len(calls)
+        calls.append((opts, settings))
+        return FakeResult(
+            project / "runs" / opts.run_id,
+            "v001",
+            {"v000": 0.5, "v001": finals[i]},
+            {"v000": 0.4, "v001": finals[i] - 0.1},
+            ["v001"],
+        )
+
+    res = run_trials(
+        "cls", RunOptions(run_id="exp", seed=10), 3, load_settings(project), run=fake_run
+    )
+    assert [o.run_id for o, _ in calls] == ["exp-t1", "exp-t2", "exp-t3"]
+    assert [o.seed for o, _ in calls] == [10, 11, 12]
+    caches = {s.cache_path for _, s in calls}
+    assert len(caches) == 3  # a shared cache would replay trial 1 in every later trial
+    assert res.stats["val_final"]["mean"] == pytest.approx(statistics.fmean(finals))
+    assert res.stats["val_final"]["sd"] == pytest.approx(statistics.stdev(finals))
+    assert res.stats["gain_test"]["mean"] == pytest.approx(statistics.fmean(finals) - 0.5)
+    saved = read_json(project / "runs" / "cls" / "exp-trials.json")
+    assert saved["trials"] == 3 and saved["stats"]["val_final"]["n"] == 3
+    md = (project / "runs" / "cls" / "exp-trials.md").read_text()
+    assert f"{statistics.fmean(finals):.3f} ± {statistics.stdev(finals):.3f}" in md
+    assert "0.750 ± " in res.text()
+
+
+def test_mean_sd_of_one_value_has_zero_sd() -> None:
+    assert mean_sd([0.5]) == {"mean": 0.5, "sd": 0.0, "min": 0.5, "max": 0.5, "n": 1, "sem": 0.0}
+    assert mean_sd([]) == {}
+
+
+def test_real_trials_then_resume(project: Path) -> None:
+    settings = load_settings(project)
+    res = run_trials("cls", RunOptions(run_id="real"), 2, settings)
+    runs = [read_json(Path(r["run_dir"]) / "run.json") for r in res.runs]
+    assert [r["options"]["seed"] for r in runs] == [0, 1]
+    vals = [r["val"][r["best"]] for r in runs]
+    assert res.stats["val_final"]["mean"] == pytest.approx(statistics.fmean(vals))
+    assert (project / ".fapo" / "trials" / "real-t1.sqlite").is_file()
+    with pytest.raises(FapoError, match="already exists"):
+        run_trials("cls", RunOptions(run_id="real"), 2, settings)
+    again = run_trials("cls", RunOptions(run_id="real", resume=True), 3, settings)
+    assert [r["run_id"] for r in again.runs] == ["real-t1", "real-t2", "real-t3"]
+    assert again.runs[0]["val_final"] == res.runs[0]["val_final"]
