@@ -96,7 +96,8 @@ def classify(tenant: Tenant, record: dict[str, Any], example: Example) -> Cause:
     checks_by_step: dict[str, list[Any]] = {}
     for c in tenant.checks:
         checks_by_step.setdefault(c.step, []).append(c)
-    for s in record["steps"]:
+    steps = record["steps"]
+    for i, s in enumerate(steps):
         name = s["step"]
         calls = s.get("calls") or []
         if s.get("error"):
@@ -107,9 +108,17 @@ def classify(tenant: Tenant, record: dict[str, Any], example: Example) -> Cause:
             return Cause(name, "output truncated (finish reason length)", "parameter", 0.9)
         if isinstance(s.get("update"), dict):
             state.update(s["update"])
+        # A step's checks judge it after the nodes a structural transform inserted right
+        # after it (post_X, hop_X), so a repaired output is not blamed on X.
+        after = dict(state)
+        for nxt in steps[i + 1:]:
+            if not re.fullmatch(rf"(post|hop)_{re.escape(name)}(_\d+)?", nxt["step"]):
+                break
+            if isinstance(nxt.get("update"), dict):
+                after.update(nxt["update"])
         for chk in checks_by_step.get(name, []):
             try:
-                failure = chk.run(example, state)
+                failure = chk.run(example, after)
             except Exception as exc:  # a broken check must not hide the evidence
                 return Cause(name, f"check {chk.name} raised {type(exc).__name__}", "structure", 0.1)
             if failure is not None:

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up everything the tests need, then run the whole suite (this is what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/setup.sh --all
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"

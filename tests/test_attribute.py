@@ -1,0 +1,117 @@
+"""The attribution ladder on hand-made traces: first failing step wins, in ladder order."""
+
+from __future__ import annotations
+
+from fapo.attribute import classify
+from fapo.records import Example
+from fapo.tenant import load_tenant
+
+
+def _step(name, update, calls=(), error=None):
+    return {"step": name, "update": update, "error": error, "calls": list(calls)}
+
+
+def _call(finish="stop", error=None):
+    return {"finish_reason": finish, "error": error}
+
+
+def _rec(steps, prediction, error=None):
+    return {"inputs": {"question": "q"}, "steps": steps, "prediction": prediction, "error": error}
+
+
+def test_ladder_order(project) -> None:
+    t = load_tenant("demo-qa", project)
+    ex = next(iter(t.examples("train")))
+    gold = ex.label["answer"]
+    good_passages = [f"[{pid}] text" for pid in ex.label["supporting"]]
+    # 1. a step error wins over everything after it
+    c = classify(
+        t, _rec([_step("retrieve", {}, error="KeyError: x")], None, {"step": "retrieve"}), ex
+    )
+    assert (c.step, c.level) == ("retrieve", "structure") and "raised" in c.cause
+    # 2. truncation (finish reason length) is a parameter problem
+    c = classify(
+        t,
+        _rec(
+            [
+                _step("retrieve", {"passages": good_passages}),
+                _step("answer", {"answer": "Based on"}, [_call("length")]),
+            ],
+            "x",
+        ),
+        ex,
+    )
+    assert (c.step, c.level) == ("answer", "parameter") and "truncated" in c.cause
+    # 3. the tenant's check: gold passage missing at retrieve
+    c = classify(
+        t,
+        _rec(
+            [
+                _step("retrieve", {"passages": ["[zzz] other"]}),
+                _step("answer", {"answer": "x"}, [_call()]),
+            ],
+            "x",
+        ),
+        ex,
+    )
+    assert c.step == "retrieve" and "not retrieved" in c.cause
+    # 4. declared format (max 8 words) of the answer step
+    long = "Based on the passages, the answer is clearly " + gold + " as stated."
+    c = classify(
+        t,
+        _rec(
+            [
+                _step("retrieve", {"passages": good_passages}),
+                _step("answer", {"answer": long}, [_call()]),
+            ],
+            long,
+        ),
+        ex,
+    )
+    assert c.level == "prompt" and "declared format" in c.cause
+
+
+def test_gold_present_but_badly_formatted_then_unexplained(project) -> None:
+    t = load_tenant("demo-qa", project)
+    ex = next(e for e in t.examples("train") if len(e.label["supporting"]) == 1)
+    passages = [f"[{pid}] text" for pid in ex.label["supporting"]]
+    pred = f"It is {ex.label['answer']}."
+    c = classify(
+        t,
+        _rec(
+            [
+                _step("retrieve", {"passages": passages}),
+                _step("answer", {"answer": pred}, [_call()]),
+            ],
+            pred,
+        ),
+        ex,
+    )
+    assert c.cause.startswith("gold present") and c.level == "prompt"
+    c = classify(
+        t,
+        _rec(
+            [
+                _step("retrieve", {"passages": passages}),
+                _step("answer", {"answer": "Nobody"}, [_call()]),
+            ],
+            "Nobody",
+        ),
+        ex,
+    )
+    assert c.cause == "unexplained" and c.confidence < 0.5
+
+
+def test_checks_see_the_output_after_an_inserted_postprocess_node(project) -> None:
+    t = load_tenant("demo-qa", project)
+    ex = next(iter(t.examples("train")))
+    good = [f"[{pid}] text" for pid in ex.label["supporting"]]
+    rec = _rec(
+        [
+            _step("retrieve", {"passages": ["[zzz] other"]}),
+            _step("hop_retrieve", {"passages": ["[zzz] other", *good]}),
+            _step("answer", {"answer": "x"}, [_call()]),
+        ],
+        "x",
+    )
+    assert classify(t, rec, ex).step != "retrieve"
