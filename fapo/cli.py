@@ -155,17 +155,37 @@ def run(
     concurrency: Annotated[int | None, typer.Option(help="Examples evaluated at once.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the call cache.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the statistics (default: tenant's).")] = None,
+    trials: Annotated[int, typer.Option(min=1, max=100, help="N independent runs (mean ± sd).")] = 1,
+    agent_model: Annotated[str | None, typer.Option(help="Override the agent's model.")] = None,
+    agent_max_turns: Annotated[int | None, typer.Option(help="Override the agent's max turns.")] = None,
+    agent_timeout: Annotated[float | None, typer.Option(help="Agent wall-clock limit, seconds.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a tenant: baseline, then attribute → propose → review → compare until done."""
     from fapo.loop import RunOptions
     from fapo.loop import run as run_loop
 
+    agent_overrides = {"model": agent_model, "max_turns": agent_max_turns,
+                       "timeout_s": agent_timeout}
+    if trials > 1:
+        from fapo.trials import run_trials
+
+        res = run_trials(tenant, RunOptions(
+            agent=agent, run_id=resume or run_id, resume=resume is not None,
+            budget={"max_variants": budget_variants, "max_calls": budget_calls,
+                    "max_tokens": budget_tokens, "max_usd": budget_usd,
+                    "max_minutes": budget_minutes},
+            concurrency=concurrency, use_cache=not no_cache, seed=seed,
+            agent_settings=agent_overrides), trials, _settings(),
+            on_event=None if as_json else _live_printer(False))
+        _emit(res.as_dict(), as_json, res.text())
+        return
     opts = RunOptions(agent=agent, run_id=resume or run_id, resume=resume is not None,
                       budget={"max_variants": budget_variants, "max_calls": budget_calls,
                               "max_tokens": budget_tokens, "max_usd": budget_usd,
                               "max_minutes": budget_minutes},
-                      concurrency=concurrency, use_cache=not no_cache, seed=seed)
+                      concurrency=concurrency, use_cache=not no_cache, seed=seed,
+                      agent_settings=agent_overrides)
     result = run_loop(tenant, opts, _settings(), on_event=_live_printer(as_json))
     data = {"run_dir": str(result.run_dir), "status": result.status, "stop_reason": result.stop_reason,
             "best": result.best, "val": result.val, "test": result.test, "accepted": result.accepted}
@@ -208,6 +228,26 @@ def status(run_ref: Annotated[str | None, typer.Argument(help="Run id or folder 
         lines.append(f"  {r['variant']}  {r['level'] or 'baseline':9}  {r['decision'] or '—':9}  "
                      f"val {r['val'] if r['val'] is None else format(r['val'], '.3f')}")
     _emit(data, as_json, "\n".join(lines))
+
+
+@app.command()
+def doctor(tenant: Annotated[str | None, typer.Argument(help="Also ping this tenant's models.")] = None,
+           no_probe: Annotated[bool, typer.Option("--no-probe", help="Do not send test requests.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Which agent CLIs are installed (versions), which keys are set, and whether each answers."""
+    from fapo.doctor import doctor as run_doctor
+
+    settings = _settings()
+    rows = run_doctor(settings, probe=not no_probe)
+    if tenant:
+        from fapo.doctor import ping_models
+        from fapo.tenant import load_tenant
+
+        rows += ping_models(load_tenant(tenant, settings), probe=not no_probe)
+    lines = [f"{'ok ' if r['ok'] else 'NO '} {r['check']}: {r['detail']}" for r in rows]
+    _emit(rows, as_json, "\n".join(lines))
+    if not all(r["ok"] for r in rows):
+        raise typer.Exit(1)
 
 
 from fapo.cli_extra import register; register(app)  # noqa: E402, E702, I001

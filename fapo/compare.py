@@ -31,7 +31,8 @@ class PairedImprovement:
     seed: int = 0
 
     def decide(self, candidate: dict[str, float], incumbent: dict[str, float]) -> Decision:
-        ids = [i for i in incumbent if i in candidate]
+        # Sorted, so the resampling sees the same order whatever order examples finished in.
+        ids = sorted(i for i in incumbent if i in candidate)
         if len(ids) != len(incumbent) or len(ids) != len(candidate):
             return Decision(False, "candidate and incumbent were not scored on the same examples")
         t = paired_test([candidate[i] for i in ids], [incumbent[i] for i in ids],

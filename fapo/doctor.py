@@ -57,9 +57,10 @@ def check_agent(
     kind: str, settings: Settings, *, env: Mapping[str, str] | None = None, probe: bool = True
 ) -> dict[str, Any]:
     """One agent's row: installed, version, key, endpoint, and whether it answered."""
-    agent = AGENTS[kind](
-        settings.agent(kind), project_root=settings.root, prices=settings.prices, env=env
-    )
+    # A trivial request must answer fast; never wait the agent's full run timeout here.
+    base = settings.agent(kind)
+    base = base.model_copy(update={"timeout_s": min(base.timeout_s, 60.0)})
+    agent = AGENTS[kind](base, project_root=settings.root, prices=settings.prices, env=env)
     s, src = agent.settings, agent.source_env
     key_env = s.api_key_env or _DEFAULT_KEY[kind]
     row: dict[str, Any] = {
@@ -88,6 +89,9 @@ def check_agent(
     row["version"], err = _version(binary, agent.environment())
     if err:
         notes.append(err)
+    if probe and not row["key_set"] and not s.base_url and "no saved" in _login_hint(kind, src):
+        notes.append("not probed: no key, endpoint or saved login")
+        probe = False
     if probe:
         with tempfile.TemporaryDirectory(prefix="fapo-doctor-") as tmp:
             ws = Path(tmp) / "workspace"
@@ -118,4 +122,35 @@ def doctor(
         rows.append(
             {"check": f"key {name}", "ok": is_set, "detail": "set" if is_set else "not set"}
         )
+    return rows
+
+
+def ping_models(
+    tenant: Any, *, probe: bool = True, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """One row per model role of a tenant: the spec parses, its key is set, a trivial call works."""
+    from fapo.errors import FapoError
+    from fapo.models import make_chat_model, parse_spec
+
+    rows = []
+    for role, spec in tenant.spec.models.items():
+        row: dict[str, Any] = {"check": f"model {role} ({spec})", "ok": False}
+        try:
+            model = make_chat_model(
+                parse_spec(spec),
+                tenant.settings,
+                max_tokens=8,
+                **({} if spec.startswith("sim:") else {"timeout": timeout_s}),
+            )
+            if probe:
+                reply = model.invoke("Reply with the single word OK.")
+                row["detail"] = f"answered ({len(str(reply.content))} chars)"
+            else:
+                row["detail"] = "configured (not probed)"
+            row["ok"] = True
+        except FapoError as exc:
+            row["detail"] = str(exc)
+        except Exception as exc:  # a provider error is the answer doctor exists to give
+            row["detail"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        rows.append(row)
     return rows

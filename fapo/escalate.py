@@ -46,9 +46,9 @@ class LadderPolicy:
         above = [lv for lv in self._above(state.level) if lv not in state.exhausted]
         if (target in above and dominant["confidence"] >= self.spec.high_confidence):
             nxt = above[0]
-            why = (f"dominant cluster ({dominant['step']}: {dominant['cause']}, "
-                   f"{len(dominant['example_ids'])} examples) is {target}-level with "
-                   f"confidence {dominant['confidence']:.2f}")
+            why = (f"the dominant failure ({dominant['step']}: {dominant['cause']}, "
+                   f"{len(dominant['example_ids'])} examples) needs the {target} level "
+                   f"(confidence {dominant['confidence']:.2f}); moving one level up")
             return LevelState(nxt, 0, state.exhausted, jumped=True), why
         return state, None
 

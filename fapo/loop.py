@@ -57,6 +57,7 @@ class RunOptions:
     concurrency: int | None = None
     use_cache: bool = True
     seed: int | None = None
+    agent_settings: dict[str, Any] = field(default_factory=dict)  # CLI overrides (model, …)
 
 
 @dataclass
@@ -83,7 +84,9 @@ def make_agent(kind: str, run: Run) -> Agent:
     if kind in ("claude-code", "codex"):
         from fapo.agents.cli_runner import merged_settings
 
-        settings = merged_settings(run.settings.agent(kind), run.tenant.spec.agent)
+        settings = merged_settings(run.settings.agent(kind), run.tenant.spec.agent,
+                                   {k: v for k, v in run.options.agent_settings.items()
+                                    if v is not None})
         if kind == "claude-code":
             from fapo.agents.claude_code import ClaudeCodeAgent as Cls
         else:
@@ -379,8 +382,10 @@ class Run:
                 entry = {"variant": vid, "level": state.level, "rationale": prop["rationale"],
                          "cluster": f"{cluster['step']}: {cluster['cause']}"}
                 if prop["failure"]:
+                    blocked = "outside the workspace" in prop["failure"]
                     decision = {"variant": vid, "status": "invalid",
-                                "reason": f"agent produced no proposal: {prop['failure']}"}
+                                "reason": ("blocked: " if blocked else "agent produced no proposal: ")
+                                + prop["failure"]}
                     exhausted = prop["failure"].startswith(("nothing left", "no ", "script exhausted"))
                 else:
                     review, _ = log.memo("review", vid, lambda: self._review(vid, prop), self._budget)
@@ -435,9 +440,9 @@ class Run:
         info.update(status="finished", stop_reason=stop, best=self.incumbent, accepted=accepted,
                     val=val, test=test, spent=self._budget(), finished=time.time())
         write_json(self.dir / "run.json", info)
-        from fapo.report import write_report
+        from fapo.report_html import write_html
 
-        write_report(self.dir)
+        write_html(self.dir)
         if self.cache is not None:
             self.cache.close()
         self._emit("finished", stop=stop, best=self.incumbent)

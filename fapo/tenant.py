@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import math
+import sys
 import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -255,8 +256,12 @@ class Tenant:
         text = self.files.get("chain.py")
         if text is None:
             raise FapoError(f"{path}: not found; write build(ctx) returning a StateGraph")
-        mod = types.ModuleType(f"fapo_tenant_{self.name.replace('-', '_')}_chain")
+        name = f"fapo_tenant_{self.name.replace('-', '_')}_chain_{self.fingerprint()}"
+        mod = types.ModuleType(name)
         mod.__file__ = str(path)
+        # Registered so LangGraph can resolve the State's type hints (`from __future__ import
+        # annotations` makes them strings looked up in the module's namespace).
+        sys.modules[name] = mod
         try:
             exec(compile(text, str(path), "exec"), mod.__dict__)  # noqa: S102 - the tenant's own chain
         except SyntaxError as exc:
