@@ -62,3 +62,21 @@ def read_files(folder: Path) -> dict[str, str] | None:
             return None
         files[rel] = text
     return files
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """`{relative path: sha256}` of every file under `root` (symlinks by their target text)."""
+    result: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            try:
+                if path.is_symlink():
+                    result[rel] = "link:" + os.readlink(path)
+                else:
+                    result[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                result[rel] = "unreadable"
+    return result

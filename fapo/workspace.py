@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fapo.artifacts import sha256_text
+from fapo.artifacts import snapshot
 from fapo.tenant import Tenant, in_scope, is_mutable
 
 if TYPE_CHECKING:
@@ -87,12 +87,6 @@ def prepare(ws: Path, tenant: Tenant, level: str, brief: Brief, extra_context: d
     for p in (ws / CONTEXT).rglob("*"):
         if p.is_file():
             p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-
-
-def snapshot(ws: Path) -> dict[str, str]:
-    """sha256 of every file in the workspace (to detect any write, including to context/)."""
-    return {p.relative_to(ws).as_posix(): sha256_text(p.read_bytes())
-            for p in sorted(ws.rglob("*")) if p.is_file()}
 
 
 def collect(ws: Path, before: dict[str, str], tenant: Tenant) -> tuple[dict[str, str | None], list[str]]:

@@ -10,7 +10,6 @@ never from its exit code.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,7 @@ from fapo.agents.prompts import (
     request_markdown,
     task_prompt,
 )
+from fapo.artifacts import snapshot
 from fapo.settings import AgentSettings
 
 # Variables any agent process may see: locale, paths, CA bundles. Keys are added per agent.
@@ -295,24 +295,6 @@ def run_cli(
 
 
 # -- what changed on disk --------------------------------------------------------------------
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """`{relative path: sha256}` of every file under `root` (symlinks by their target text)."""
-    result: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in filenames:
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            try:
-                if path.is_symlink():
-                    result[rel] = "link:" + os.readlink(path)
-                else:
-                    result[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError:
-                result[rel] = "unreadable"
-    return result
 
 
 def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
