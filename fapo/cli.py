@@ -121,7 +121,10 @@ def _live_printer(as_json: bool):
             return
         b = d.get("budget", {})
         spend = f"[dim]{b.get('variants', 0)} cand · {b.get('calls', 0)} calls · ${b.get('usd', 0):.3f}[/dim]"
-        if kind == "eval_done":
+        if kind == "start":
+            console.print(f"[bold]{d['tenant']}[/bold] · agent {d['agent']} · task model "
+                          f"{d['model']}\n  run folder: {d['run_dir']}")
+        elif kind == "eval_done":
             if d["split"] == "val" and (state["best"] is None or d["variant"] == "v000"):
                 state["best"] = d["mean"]
             console.print(f"  eval {d['variant']} {d['split']}: {d['mean']:.3f}  {spend}")

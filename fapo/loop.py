@@ -339,6 +339,10 @@ class Run:
     # -- the loop ----------------------------------------------------------------------------
     def execute(self) -> RunResult:
         self._start()
+        model = self.tenant.spec.models["task"]
+        self._emit("start", run_dir=str(self.dir), tenant=self.tenant.name, agent=self.agent_kind,
+                   model=model + (" (offline simulated model, not an LLM)"
+                                  if model.startswith("sim:") else ""))
         log = self.log
         assert log is not None
         self.incumbent = "v000"

@@ -42,7 +42,7 @@ def test_acceptance_resets_the_rejection_count() -> None:
 def test_high_confidence_higher_cluster_escalates_one_level_at_once() -> None:
     p = policy()
     s, why = p.before_proposal(LevelState("prompt"), cluster("structure", 0.9))
-    assert s.level == "parameter" and why and "structure-level" in why
+    assert s.level == "parameter" and why and "needs the structure level" in why
     # No second jump before a decision at the level in between.
     s2, why2 = p.before_proposal(s, cluster("structure", 0.9))
     assert s2.level == "parameter" and why2 is None
