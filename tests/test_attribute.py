@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fapo.attribute import classify
-from fapo.records import Example
 from fapo.tenant import load_tenant
 
 
