@@ -15,7 +15,6 @@ class Budget:
     spec: BudgetSpec
     meter: Meter
     variants: int = 0
-    agent_usd: float = 0.0
     elapsed_before_s: float = 0.0  # wall-clock spent by earlier sessions of a resumed run
     started: float = 0.0
 
@@ -36,6 +35,16 @@ class Budget:
         if s.max_minutes is not None and self.elapsed_s(now) >= s.max_minutes * 60:
             return f"wall-clock budget spent ({s.max_minutes:g} min)"
         return None
+
+    @property
+    def agent_usd(self) -> float:
+        """Agent spend lives on the meter, so a task-model call is refused once the USD budget
+        is spent by both together (the meter checks before every call)."""
+        return self.meter.extra_usd
+
+    @agent_usd.setter
+    def agent_usd(self, value: float) -> None:
+        self.meter.extra_usd = value
 
     @property
     def usd(self) -> float:

@@ -182,3 +182,18 @@ def test_reviewer_veto_blocks_a_clean_change(project, tmp_path) -> None:
     )
     assert not _failed(review) and review["blocked"]
     assert "hard-codes a format" in json.loads((v / "decision.json").read_text())["reason"]
+
+
+def test_agent_spend_counts_against_the_usd_budget(project) -> None:
+    from fapo.budget import Budget
+    from fapo.errors import BudgetExhausted
+    from fapo.llm import Meter
+    from fapo.spec import BudgetSpec
+
+    meter = Meter(max_usd=1.0)
+    b = Budget(BudgetSpec(max_usd=1.0), meter)
+    meter.admit()  # nothing spent yet
+    b.agent_usd += 1.25
+    assert "USD budget" in (b.exhausted(0.0) or "")
+    with pytest.raises(BudgetExhausted):
+        meter.admit()  # the next task-model call is refused too
