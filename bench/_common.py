@@ -7,6 +7,7 @@ alternating the order of the sides and taking medians, and prints one table with
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
@@ -87,7 +88,11 @@ def copy_tenant(name: str, root: Path) -> Path:
 
 
 def tempdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"fapo-bench-{prefix}-"))
+    """A scratch folder removed when the script exits (set FAPO_BENCH_KEEP=1 to keep it)."""
+    path = Path(tempfile.mkdtemp(prefix=f"fapo-bench-{prefix}-"))
+    if not os.environ.get("FAPO_BENCH_KEEP"):
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def env() -> dict[str, str]:
