@@ -136,7 +136,7 @@ class _Aggregate:
 
     def __init__(self) -> None:
         self.per_example: dict[str, list[float]] = {}
-        self.order: list[str] = []
+        self.index: dict[str, int] = {}  # dataset position, so summaries do not depend on timing
         self.errors = 0
         self.latencies: list[float] = []
         self.steps: dict[str, dict[str, Any]] = {}
@@ -144,7 +144,7 @@ class _Aggregate:
     def add(self, r: dict[str, Any]) -> None:
         if r["id"] not in self.per_example:
             self.per_example[r["id"]] = []
-            self.order.append(r["id"])
+            self.index[r["id"]] = r["index"]
         self.per_example[r["id"]].append(r["score"])
         self.latencies.append(r["latency_s"])
         if r["error"]:
@@ -265,7 +265,7 @@ async def aevaluate(tenant: Tenant, split: str, *, out_dir: Path | None = None,
         raise failure
     if partial:
         os.replace(partial, out_dir / "results.jsonl")
-    scores = {k: mean(v) for k, v in ((k, agg.per_example[k]) for k in agg.order)}
+    scores = {k: mean(agg.per_example[k]) for k in sorted(agg.index, key=agg.index.__getitem__)}
     values = list(scores.values())
     lo, hi = bootstrap_ci(values, seed=tenant.spec.seed)
     after = meter.snapshot()
