@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh --all
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/ruff format --check .
+.venv/bin/python -m pytest -p no:cacheprovider "$@"

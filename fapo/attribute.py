@@ -111,7 +111,7 @@ def classify(tenant: Tenant, record: dict[str, Any], example: Example) -> Cause:
         # A step's checks judge it after the nodes a structural transform inserted right
         # after it (post_X, hop_X), so a repaired output is not blamed on X.
         after = dict(state)
-        for nxt in steps[i + 1:]:
+        for nxt in steps[i + 1 :]:
             if not re.fullmatch(rf"(post|hop)_{re.escape(name)}(_\d+)?", nxt["step"]):
                 break
             if isinstance(nxt.get("update"), dict):
@@ -120,7 +120,9 @@ def classify(tenant: Tenant, record: dict[str, Any], example: Example) -> Cause:
             try:
                 failure = chk.run(example, after)
             except Exception as exc:  # a broken check must not hide the evidence
-                return Cause(name, f"check {chk.name} raised {type(exc).__name__}", "structure", 0.1)
+                return Cause(
+                    name, f"check {chk.name} raised {type(exc).__name__}", "structure", 0.1
+                )
             if failure is not None:
                 return Cause(name, failure.cause, failure.level, failure.confidence)
         spec = tenant.spec.steps.get(name)
@@ -163,14 +165,23 @@ def attribute(tenant: Tenant, results: Path, split: str = "train") -> dict[str, 
         c = classify(tenant, rec, examples[rec["id"]])
         groups.setdefault((c.step, c.cause, c.level), []).append((rec["id"], c.confidence))
     clusters = [
-        Cluster(step=step, cause=cause, level=level,  # type: ignore[arg-type]
-                confidence=round(sum(c for _, c in members) / len(members), 3),
-                example_ids=sorted(i for i, _ in members), suggested_fix=_fix_for(cause))
+        Cluster(
+            step=step,
+            cause=cause,
+            level=level,  # type: ignore[arg-type]
+            confidence=round(sum(c for _, c in members) / len(members), 3),
+            example_ids=sorted(i for i, _ in members),
+            suggested_fix=_fix_for(cause),
+        )
         for (step, cause, level), members in groups.items()
     ]
     clusters.sort(key=lambda c: (-len(c.example_ids), -c.confidence, c.step))
-    return {"split": split, "examples": n, "failures": failures,
-            "clusters": [c.model_dump() for c in clusters]}
+    return {
+        "split": split,
+        "examples": n,
+        "failures": failures,
+        "clusters": [c.model_dump() for c in clusters],
+    }
 
 
 def traces_for(results: Path, ids: list[str], limit: int = 5, max_chars: int = 1500) -> list[dict]:
@@ -181,13 +192,31 @@ def traces_for(results: Path, ids: list[str], limit: int = 5, max_chars: int = 1
         if rec["id"] in wanted and rec["repeat"] == 0:
             steps = []
             for s in rec["steps"]:
-                steps.append({
-                    "step": s["step"], "error": s.get("error"),
-                    "update": json.dumps(s.get("update"), default=str)[:max_chars],
-                    "calls": [{"prompt": str(c["messages"][-1]["content"])[:max_chars] if c["messages"] else "",
-                               "output": str(c.get("output"))[:max_chars],
-                               "finish_reason": c.get("finish_reason")} for c in s.get("calls", [])],
-                })
-            out.append({"id": rec["id"], "inputs": rec["inputs"], "label": rec["label"],
-                        "prediction": rec["prediction"], "score": rec["score"], "steps": steps})
+                steps.append(
+                    {
+                        "step": s["step"],
+                        "error": s.get("error"),
+                        "update": json.dumps(s.get("update"), default=str)[:max_chars],
+                        "calls": [
+                            {
+                                "prompt": str(c["messages"][-1]["content"])[:max_chars]
+                                if c["messages"]
+                                else "",
+                                "output": str(c.get("output"))[:max_chars],
+                                "finish_reason": c.get("finish_reason"),
+                            }
+                            for c in s.get("calls", [])
+                        ],
+                    }
+                )
+            out.append(
+                {
+                    "id": rec["id"],
+                    "inputs": rec["inputs"],
+                    "label": rec["label"],
+                    "prediction": rec["prediction"],
+                    "score": rec["score"],
+                    "steps": steps,
+                }
+            )
     return out

@@ -51,9 +51,13 @@ class Budget:
         return self.meter.cost_usd + self.agent_usd
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        return {**self.meter.snapshot(), "variants": self.variants,
-                "agent_usd": round(self.agent_usd, 6), "usd": round(self.usd, 6),
-                "elapsed_s": round(self.elapsed_s(now), 3)}
+        return {
+            **self.meter.snapshot(),
+            "variants": self.variants,
+            "agent_usd": round(self.agent_usd, 6),
+            "usd": round(self.usd, 6),
+            "elapsed_s": round(self.elapsed_s(now), 3),
+        }
 
     def restore(self, snap: dict[str, Any]) -> None:
         m = self.meter

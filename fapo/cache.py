@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 
-def call_key(model: str, settings: dict[str, Any], messages: list[dict[str, Any]],
-             repeat: int, sample: int) -> str:
+def call_key(
+    model: str, settings: dict[str, Any], messages: list[dict[str, Any]], repeat: int, sample: int
+) -> str:
     blob = json.dumps([model, settings, messages, repeat, sample], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -54,8 +55,10 @@ class CallCache:
         blob = json.dumps(value, default=str)
         with self._lock:
             self._pending[key] = blob
-            if (len(self._pending) >= self.flush_every
-                    or time.monotonic() - self._flushed >= self.flush_s):
+            if (
+                len(self._pending) >= self.flush_every
+                or time.monotonic() - self._flushed >= self.flush_s
+            ):
                 self._flush()
 
     def flush(self) -> None:
@@ -69,8 +72,9 @@ class CallCache:
             return
         self._db.execute("BEGIN")
         try:
-            self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?)",
-                                 list(self._pending.items()))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?)", list(self._pending.items())
+            )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

@@ -35,17 +35,34 @@ class PairedImprovement:
         ids = sorted(i for i in incumbent if i in candidate)
         if len(ids) != len(incumbent) or len(ids) != len(candidate):
             return Decision(False, "candidate and incumbent were not scored on the same examples")
-        t = paired_test([candidate[i] for i in ids], [incumbent[i] for i in ids],
-                        method=self.spec.test, resamples=self.spec.resamples, seed=self.seed)
-        stats = {**t.as_dict(), "min_improvement": self.spec.min_improvement,
-                 "alpha": self.spec.alpha,
-                 "candidate_mean": sum(candidate[i] for i in ids) / max(len(ids), 1),
-                 "incumbent_mean": sum(incumbent[i] for i in ids) / max(len(ids), 1)}
+        t = paired_test(
+            [candidate[i] for i in ids],
+            [incumbent[i] for i in ids],
+            method=self.spec.test,
+            resamples=self.spec.resamples,
+            seed=self.seed,
+        )
+        stats = {
+            **t.as_dict(),
+            "min_improvement": self.spec.min_improvement,
+            "alpha": self.spec.alpha,
+            "candidate_mean": sum(candidate[i] for i in ids) / max(len(ids), 1),
+            "incumbent_mean": sum(incumbent[i] for i in ids) / max(len(ids), 1),
+        }
         if t.mean_diff < self.spec.min_improvement:
-            return Decision(False, f"mean gain {t.mean_diff:+.3f} is below the required "
-                                   f"{self.spec.min_improvement:.3f}", stats)
+            return Decision(
+                False,
+                f"mean gain {t.mean_diff:+.3f} is below the required "
+                f"{self.spec.min_improvement:.3f}",
+                stats,
+            )
         if t.p_value >= self.spec.alpha:
-            return Decision(False, f"gain {t.mean_diff:+.3f} is not significant "
-                                   f"(p={t.p_value:.4f} >= alpha {self.spec.alpha})", stats)
-        return Decision(True, f"gain {t.mean_diff:+.3f}, p={t.p_value:.4f} < {self.spec.alpha}",
-                        stats)
+            return Decision(
+                False,
+                f"gain {t.mean_diff:+.3f} is not significant "
+                f"(p={t.p_value:.4f} >= alpha {self.spec.alpha})",
+                stats,
+            )
+        return Decision(
+            True, f"gain {t.mean_diff:+.3f}, p={t.p_value:.4f} < {self.spec.alpha}", stats
+        )

@@ -67,7 +67,9 @@ class ChainContext:
         try:
             used = placeholders(text)
         except ValueError as exc:
-            raise FapoError(f"prompts/{name}.md: {exc}; write literal braces as {{{{ and }}}}") from None
+            raise FapoError(
+                f"prompts/{name}.md: {exc}; write literal braces as {{{{ and }}}}"
+            ) from None
         unknown = sorted(used - set(variables))
         if unknown:
             raise FapoError(

@@ -25,7 +25,9 @@ def _row(path: Path, lineno: int, line: str) -> Example:
         raise FapoError(f"{where}: missing key '{sorted(missing)[0]}'; rows need id, inputs, label")
     extra = obj.keys() - _KEYS
     if extra:
-        raise FapoError(f"{where}: unknown key '{sorted(extra)[0]}'; rows hold only id, inputs, label")
+        raise FapoError(
+            f"{where}: unknown key '{sorted(extra)[0]}'; rows hold only id, inputs, label"
+        )
     rid = obj["id"]
     if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid) == "":
         raise FapoError(f"{where}: 'id' must be a non-empty string or integer")

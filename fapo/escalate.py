@@ -19,11 +19,13 @@ class LevelState:
 
 
 class EscalationPolicy(Protocol):
-    def before_proposal(self, state: LevelState, dominant: dict[str, Any] | None
-                        ) -> tuple[LevelState, str | None]: ...
+    def before_proposal(
+        self, state: LevelState, dominant: dict[str, Any] | None
+    ) -> tuple[LevelState, str | None]: ...
 
-    def after_decision(self, state: LevelState, accepted: bool,
-                       level_exhausted: bool = False) -> tuple[LevelState | None, str]: ...
+    def after_decision(
+        self, state: LevelState, accepted: bool, level_exhausted: bool = False
+    ) -> tuple[LevelState | None, str]: ...
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,11 @@ class LadderPolicy:
     spec: EscalationSpec
 
     def _above(self, level: Level) -> list[Level]:
-        return list(self.levels[self.levels.index(level) + 1:])
+        return list(self.levels[self.levels.index(level) + 1 :])
 
-    def before_proposal(self, state: LevelState, dominant: dict[str, Any] | None
-                        ) -> tuple[LevelState, str | None]:
+    def before_proposal(
+        self, state: LevelState, dominant: dict[str, Any] | None
+    ) -> tuple[LevelState, str | None]:
         """Move up one level at once if the dominant cluster is confidently a higher level.
 
         One level per decision: the level in between gets a proposal before the next jump, so a
@@ -44,27 +47,32 @@ class LadderPolicy:
             return state, None
         target = dominant["level"]
         above = [lv for lv in self._above(state.level) if lv not in state.exhausted]
-        if (target in above and dominant["confidence"] >= self.spec.high_confidence):
+        if target in above and dominant["confidence"] >= self.spec.high_confidence:
             nxt = above[0]
-            why = (f"the dominant failure ({dominant['step']}: {dominant['cause']}, "
-                   f"{len(dominant['example_ids'])} examples) needs the {target} level "
-                   f"(confidence {dominant['confidence']:.2f}); moving one level up")
+            why = (
+                f"the dominant failure ({dominant['step']}: {dominant['cause']}, "
+                f"{len(dominant['example_ids'])} examples) needs the {target} level "
+                f"(confidence {dominant['confidence']:.2f}); moving one level up"
+            )
             return LevelState(nxt, 0, state.exhausted, jumped=True), why
         return state, None
 
-    def after_decision(self, state: LevelState, accepted: bool,
-                       level_exhausted: bool = False) -> tuple[LevelState | None, str]:
+    def after_decision(
+        self, state: LevelState, accepted: bool, level_exhausted: bool = False
+    ) -> tuple[LevelState | None, str]:
         """Next state, or None when every permitted level is exhausted."""
         if accepted:
             if state.level == "structure":
-                return LevelState(self.levels[0], 0, ()), "structural change accepted: back to " \
-                                                          f"{self.levels[0]} level"
+                return LevelState(
+                    self.levels[0], 0, ()
+                ), f"structural change accepted: back to {self.levels[0]} level"
             # A new incumbent re-opens every level: what failed before may work on top of it.
             return LevelState(state.level, 0, ()), "accepted: stay at this level"
         rejections = state.rejections + 1
         if not level_exhausted and rejections < self.spec.patience:
-            return LevelState(state.level, rejections, state.exhausted), \
-                f"{rejections} consecutive rejection(s) at {state.level} level"
+            return LevelState(
+                state.level, rejections, state.exhausted
+            ), f"{rejections} consecutive rejection(s) at {state.level} level"
         exhausted = (*state.exhausted, state.level)
         why = "nothing left to try" if level_exhausted else f"{rejections} rejections"
         for nxt in self._above(state.level):
@@ -73,6 +81,7 @@ class LadderPolicy:
         # Jumped past a level (high-confidence escalation)? Go back to what was never exhausted.
         for nxt in self.levels:
             if nxt not in exhausted:
-                return LevelState(nxt, 0, exhausted), \
-                    f"{why} at {state.level} level: back to the untried {nxt} level"
+                return LevelState(
+                    nxt, 0, exhausted
+                ), f"{why} at {state.level} level: back to the untried {nxt} level"
         return None, "every permitted level is exhausted"

@@ -87,8 +87,17 @@ async def _run_example(app: Any, tenant: Tenant, ex: Example, index: int, repeat
                 state = ev
             elif "input" in ev:  # a step started
                 open_tasks[ev["id"]] = (len(steps), now)
-                steps.append({"step": ev["name"], "task": ev["id"], "start_s": now - t0,
-                              "duration_s": None, "update": None, "error": None, "calls": []})
+                steps.append(
+                    {
+                        "step": ev["name"],
+                        "task": ev["id"],
+                        "start_s": now - t0,
+                        "duration_s": None,
+                        "update": None,
+                        "error": None,
+                        "calls": [],
+                    }
+                )
             else:  # a step finished
                 i, started = open_tasks.pop(ev["id"], (None, now))
                 if i is None:
@@ -108,10 +117,17 @@ async def _run_example(app: Any, tenant: Tenant, ex: Example, index: int, repeat
     by_task = {s["task"]: s for s in steps}
     for call in rec.calls:
         target = by_task.get(call.pop("task", None)) or next(
-            (s for s in reversed(steps) if s["step"] == call["node"]), None)
+            (s for s in reversed(steps) if s["step"] == call["node"]), None
+        )
         if target is None:  # a call outside any streamed task (should not happen): keep it
-            target = {"step": call["node"] or "?", "start_s": None, "duration_s": None,
-                      "update": None, "error": None, "calls": []}
+            target = {
+                "step": call["node"] or "?",
+                "start_s": None,
+                "duration_s": None,
+                "update": None,
+                "error": None,
+                "calls": [],
+            }
             steps.append(target)
         target["calls"].append(call)
     for s in steps:
@@ -120,9 +136,16 @@ async def _run_example(app: Any, tenant: Tenant, ex: Example, index: int, repeat
     score = tenant.scorer(ex, prediction)
     calls = [c for s in steps for c in s["calls"]]
     return {
-        "index": index, "id": ex.id, "repeat": repeat, "inputs": ex.inputs, "label": ex.label,
-        "steps": steps, "prediction": _jsonable(prediction), "score": score.value,
-        "details": _jsonable(score.details), "error": error,
+        "index": index,
+        "id": ex.id,
+        "repeat": repeat,
+        "inputs": ex.inputs,
+        "label": ex.label,
+        "steps": steps,
+        "prediction": _jsonable(prediction),
+        "score": score.value,
+        "details": _jsonable(score.details),
+        "error": error,
         "latency_s": time.perf_counter() - t0,
         "calls": sum(not c["cache_hit"] for c in calls),
         "cache_hits": sum(c["cache_hit"] for c in calls),
@@ -150,8 +173,10 @@ class _Aggregate:
         if r["error"]:
             self.errors += 1
         for s in r["steps"]:
-            st = self.steps.setdefault(s["step"], {"runs": 0, "errors": 0, "times": [],
-                                                   "calls": 0, "tokens": 0, "truncated": 0})
+            st = self.steps.setdefault(
+                s["step"],
+                {"runs": 0, "errors": 0, "times": [], "calls": 0, "tokens": 0, "truncated": 0},
+            )
             st["runs"] += 1
             st["errors"] += bool(s.get("error"))
             if s.get("duration_s") is not None:
@@ -160,15 +185,24 @@ class _Aggregate:
                 st["calls"] += not c["cache_hit"]
                 st["tokens"] += 0 if c["cache_hit"] else c["input_tokens"] + c["output_tokens"]
                 st["truncated"] += c["finish_reason"] == "length"
-        if r["error"] and r["error"]["step"] and r["error"]["step"] not in {
-                s["step"] for s in r["steps"] if s.get("error")}:
-            st = self.steps.setdefault(r["error"]["step"], {"runs": 0, "errors": 0, "times": [],
-                                                            "calls": 0, "tokens": 0, "truncated": 0})
+        if (
+            r["error"]
+            and r["error"]["step"]
+            and r["error"]["step"] not in {s["step"] for s in r["steps"] if s.get("error")}
+        ):
+            st = self.steps.setdefault(
+                r["error"]["step"],
+                {"runs": 0, "errors": 0, "times": [], "calls": 0, "tokens": 0, "truncated": 0},
+            )
             st["errors"] += 1
 
 
 def _summary_md(tenant: Tenant, s: EvalSummary) -> str:
-    sim = " (offline simulated model, not an LLM)" if tenant.spec.models["task"].startswith("sim:") else ""
+    sim = (
+        " (offline simulated model, not an LLM)"
+        if tenant.spec.models["task"].startswith("sim:")
+        else ""
+    )
     lines = [
         f"# {tenant.name} · {s.split}",
         "",
@@ -186,9 +220,11 @@ def _summary_md(tenant: Tenant, s: EvalSummary) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, st in s.steps.items():
-        lines.append(f"| {name} | {st['runs']} | {st['errors']} | {st['truncated']} | "
-                     f"{st['calls']} | {st['tokens']} | {st['p50_s'] * 1000:.1f} | "
-                     f"{st['p95_s'] * 1000:.1f} |")
+        lines.append(
+            f"| {name} | {st['runs']} | {st['errors']} | {st['truncated']} | "
+            f"{st['calls']} | {st['tokens']} | {st['p50_s'] * 1000:.1f} | "
+            f"{st['p95_s'] * 1000:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -206,11 +242,19 @@ def _freeze_heap() -> None:
         gc.freeze()
 
 
-async def aevaluate(tenant: Tenant, split: str, *, out_dir: Path | None = None,
-                    limit: int | None = None, concurrency: int | None = None,
-                    cache: CallCache | None = None, use_cache: bool = True, repeats: int = 1,
-                    meter: Meter | None = None,
-                    on_progress: Callable[[int, int], None] | None = None) -> EvalSummary:
+async def aevaluate(
+    tenant: Tenant,
+    split: str,
+    *,
+    out_dir: Path | None = None,
+    limit: int | None = None,
+    concurrency: int | None = None,
+    cache: CallCache | None = None,
+    use_cache: bool = True,
+    repeats: int = 1,
+    meter: Meter | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EvalSummary:
     """Evaluate `tenant` (a variant) on `split`. See module docstring."""
     concurrency = concurrency or tenant.spec.concurrency or tenant.settings.defaults.concurrency
     own_cache = None
@@ -218,15 +262,20 @@ async def aevaluate(tenant: Tenant, split: str, *, out_dir: Path | None = None,
         cache = own_cache = CallCache(tenant.settings.cache_path)
     meter = meter or Meter()
     before = meter.snapshot()
-    graph, _ = tenant.build(ModelFactory(dict(tenant.spec.models), tenant.settings,
-                                         cache if use_cache else None, meter))
+    graph, _ = tenant.build(
+        ModelFactory(dict(tenant.spec.models), tenant.settings, cache if use_cache else None, meter)
+    )
     app = graph.compile()
     _freeze_heap()
     path = tenant.data_path(split)
     total = count_rows(path) if path.is_file() else 0
     total = min(total, limit) if limit is not None else total
-    jobs = ((i, ex, r) for i, ex in enumerate(tenant.examples(split)) if limit is None or i < limit
-            for r in range(repeats))
+    jobs = (
+        (i, ex, r)
+        for i, ex in enumerate(tenant.examples(split))
+        if limit is None or i < limit
+        for r in range(repeats)
+    )
     agg = _Aggregate()
     partial = out_dir / "results.jsonl.partial" if out_dir else None
     fh = None
@@ -274,14 +323,23 @@ async def aevaluate(tenant: Tenant, split: str, *, out_dir: Path | None = None,
         times = st.pop("times")
         steps[name] = {**st, "p50_s": percentile(times, 0.5), "p95_s": percentile(times, 0.95)}
     summary = EvalSummary(
-        split=split, n=len(values), mean=mean(values), ci_low=lo, ci_high=hi, repeats=repeats,
-        errors=agg.errors, steps=steps,
-        calls=after["calls"] - before["calls"], cache_hits=after["cache_hits"] - before["cache_hits"],
+        split=split,
+        n=len(values),
+        mean=mean(values),
+        ci_low=lo,
+        ci_high=hi,
+        repeats=repeats,
+        errors=agg.errors,
+        steps=steps,
+        calls=after["calls"] - before["calls"],
+        cache_hits=after["cache_hits"] - before["cache_hits"],
         input_tokens=after["input_tokens"] - before["input_tokens"],
         output_tokens=after["output_tokens"] - before["output_tokens"],
         cost_usd=round(after["cost_usd"] - before["cost_usd"], 6),
-        wall_s=time.perf_counter() - t0, latency_p50_s=percentile(agg.latencies, 0.5),
-        latency_p95_s=percentile(agg.latencies, 0.95), scores=scores,
+        wall_s=time.perf_counter() - t0,
+        latency_p50_s=percentile(agg.latencies, 0.5),
+        latency_p95_s=percentile(agg.latencies, 0.95),
+        scores=scores,
         fingerprint=tenant.fingerprint(),
     )
     if out_dir:

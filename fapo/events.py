@@ -45,8 +45,14 @@ class EventLog:
         return self._index.get((kind, key))
 
     def append(self, kind: str, key: str, data: Any, budget: dict[str, Any] | None = None) -> dict:
-        ev = {"seq": len(self.events), "kind": kind, "key": key, "data": data,
-              "budget": budget, "t": time.time()}
+        ev = {
+            "seq": len(self.events),
+            "kind": kind,
+            "key": key,
+            "data": data,
+            "budget": budget,
+            "t": time.time(),
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(ev, default=str) + "\n")
@@ -55,8 +61,13 @@ class EventLog:
         self._add(ev)
         return ev
 
-    def memo(self, kind: str, key: str, fn: Callable[[], Any],
-             budget: Callable[[], dict[str, Any]] | None = None) -> tuple[Any, bool]:
+    def memo(
+        self,
+        kind: str,
+        key: str,
+        fn: Callable[[], Any],
+        budget: Callable[[], dict[str, Any]] | None = None,
+    ) -> tuple[Any, bool]:
         """(result, replayed): the recorded result if this stage finished before, else run it."""
         ev = self.find(kind, key)
         if ev is not None:

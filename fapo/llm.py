@@ -25,8 +25,12 @@ from fapo.runtime import RECORDER, REPEAT, SAMPLE
 class Meter:
     """Run-wide counters of task-model spend, with optional hard limits (checked before a call)."""
 
-    def __init__(self, max_calls: int | None = None, max_tokens: int | None = None,
-                 max_usd: float | None = None) -> None:
+    def __init__(
+        self,
+        max_calls: int | None = None,
+        max_tokens: int | None = None,
+        max_usd: float | None = None,
+    ) -> None:
         self.calls = self.cache_hits = self.input_tokens = self.output_tokens = 0
         self.cost_usd = 0.0
         self.max_calls, self.max_tokens, self.max_usd = max_calls, max_tokens, max_usd
@@ -36,7 +40,10 @@ class Meter:
     def admit(self) -> None:
         if self.max_calls is not None and self.calls >= self.max_calls:
             raise BudgetExhausted(f"task-model call budget spent ({self.max_calls} calls)")
-        if self.max_tokens is not None and self.input_tokens + self.output_tokens >= self.max_tokens:
+        if (
+            self.max_tokens is not None
+            and self.input_tokens + self.output_tokens >= self.max_tokens
+        ):
             raise BudgetExhausted(f"token budget spent ({self.max_tokens} tokens)")
         if self.max_usd is not None and self.cost_usd + self.extra_usd >= self.max_usd:
             raise BudgetExhausted(f"USD budget spent (${self.max_usd:g})")
@@ -52,9 +59,13 @@ class Meter:
             self.cost_usd += usd
 
     def snapshot(self) -> dict[str, Any]:
-        return {"calls": self.calls, "cache_hits": self.cache_hits,
-                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cost_usd": round(self.cost_usd, 6)}
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
 
 
 def _messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
@@ -99,14 +110,26 @@ class InstrumentedChatModel(BaseChatModel):
         hit = self.call_cache.get(key)
         if hit is None:
             return None
-        msg = AIMessage(content=hit["content"], response_metadata=hit.get("response_metadata", {}),
-                        usage_metadata={"input_tokens": hit["input_tokens"],
-                                        "output_tokens": hit["output_tokens"],
-                                        "total_tokens": hit["input_tokens"] + hit["output_tokens"]})
+        msg = AIMessage(
+            content=hit["content"],
+            response_metadata=hit.get("response_metadata", {}),
+            usage_metadata={
+                "input_tokens": hit["input_tokens"],
+                "output_tokens": hit["output_tokens"],
+                "total_tokens": hit["input_tokens"] + hit["output_tokens"],
+            },
+        )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
-    def _finish(self, key: str, messages: list[BaseMessage], result: ChatResult | None,
-                error: BaseException | None, started: float, hit: bool) -> None:
+    def _finish(
+        self,
+        key: str,
+        messages: list[BaseMessage],
+        result: ChatResult | None,
+        error: BaseException | None,
+        started: float,
+        hit: bool,
+    ) -> None:
         from fapo.models import finish_reason_of, usage_of
 
         latency = time.perf_counter() - started
@@ -115,26 +138,46 @@ class InstrumentedChatModel(BaseChatModel):
         usd = (tin * self.price[0] + tout * self.price[1]) / 1e6 if self.price and not hit else 0.0
         finish = finish_reason_of(result) if result is not None else None
         if msg is not None and not hit and self.call_cache is not None:
-            self.call_cache.put(key, {"content": msg.content, "input_tokens": tin,
-                                      "output_tokens": tout,
-                                      "response_metadata": {"finish_reason": finish}})
+            self.call_cache.put(
+                key,
+                {
+                    "content": msg.content,
+                    "input_tokens": tin,
+                    "output_tokens": tout,
+                    "response_metadata": {"finish_reason": finish},
+                },
+            )
         if self.meter is not None and error is None:
             self.meter.add(hit=hit, tin=tin, tout=tout, usd=usd)
         rec = RECORDER.get()
         if rec is not None:
             node, task = _current_task()
-            rec.calls.append({
-                "node": node, "task": task, "model": self.spec, "settings": self.call_settings,
-                "sample": SAMPLE.get(), "messages": _messages(messages),
-                "output": msg.content if msg is not None else None, "finish_reason": finish,
-                "input_tokens": tin, "output_tokens": tout, "latency_s": round(latency, 6),
-                "cost_usd": usd, "cache_hit": hit,
-                "error": f"{type(error).__name__}: {error}" if error else None,
-            })
+            rec.calls.append(
+                {
+                    "node": node,
+                    "task": task,
+                    "model": self.spec,
+                    "settings": self.call_settings,
+                    "sample": SAMPLE.get(),
+                    "messages": _messages(messages),
+                    "output": msg.content if msg is not None else None,
+                    "finish_reason": finish,
+                    "input_tokens": tin,
+                    "output_tokens": tout,
+                    "latency_s": round(latency, 6),
+                    "cost_usd": usd,
+                    "cache_hit": hit,
+                    "error": f"{type(error).__name__}: {error}" if error else None,
+                }
+            )
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                         **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         key = self._key(messages, stop, kwargs)
         started = time.perf_counter()
         cached = self._lookup(key)
@@ -154,8 +197,13 @@ class InstrumentedChatModel(BaseChatModel):
         self._finish(key, messages, result, None, started, hit=False)
         return result
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         key = self._key(messages, stop, kwargs)
         started = time.perf_counter()
         cached = self._lookup(key)
@@ -179,8 +227,9 @@ class InstrumentedChatModel(BaseChatModel):
 class ModelFactory:
     """`ctx.llm(role, **settings)`: resolves the tenant's model spec for a role and instruments it."""
 
-    def __init__(self, models: dict[str, str], settings: Any, cache: CallCache | None,
-                 meter: Meter | None) -> None:
+    def __init__(
+        self, models: dict[str, str], settings: Any, cache: CallCache | None, meter: Meter | None
+    ) -> None:
         self.models, self.settings, self.cache, self.meter = models, settings, cache, meter
 
     def __call__(self, role: str = "task", **call_settings: Any) -> InstrumentedChatModel:
@@ -188,13 +237,21 @@ class ModelFactory:
         from fapo.models import make_chat_model, parse_spec, price
 
         if role not in self.models:
-            raise FapoError(f"chain.py asks for model role '{role}' but tenant.yaml 'models' "
-                            f"has only {', '.join(self.models)}; add it there")
+            raise FapoError(
+                f"chain.py asks for model role '{role}' but tenant.yaml 'models' "
+                f"has only {', '.join(self.models)}; add it there"
+            )
         spec_str = self.models[role]
         inner = make_chat_model(parse_spec(spec_str), self.settings, **call_settings)
-        return InstrumentedChatModel(inner=inner, spec=spec_str, call_settings=dict(call_settings),
-                                     call_cache=self.cache, meter=self.meter,
-                                     price=price(spec_str, self.settings), cache=False)
+        return InstrumentedChatModel(
+            inner=inner,
+            spec=spec_str,
+            call_settings=dict(call_settings),
+            call_cache=self.cache,
+            meter=self.meter,
+            price=price(spec_str, self.settings),
+            cache=False,
+        )
 
 
 class Recorder:

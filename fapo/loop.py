@@ -84,9 +84,11 @@ def make_agent(kind: str, run: Run) -> Agent:
     if kind in ("claude-code", "codex"):
         from fapo.agents.cli_runner import merged_settings
 
-        settings = merged_settings(run.settings.agent(kind), run.tenant.spec.agent,
-                                   {k: v for k, v in run.options.agent_settings.items()
-                                    if v is not None})
+        settings = merged_settings(
+            run.settings.agent(kind),
+            run.tenant.spec.agent,
+            {k: v for k, v in run.options.agent_settings.items() if v is not None},
+        )
         if kind == "claude-code":
             from fapo.agents.claude_code import ClaudeCodeAgent as Cls
         else:
@@ -98,10 +100,16 @@ def make_agent(kind: str, run: Run) -> Agent:
 class Run:
     """One run of the loop over one tenant. Construct, then `execute()`."""
 
-    def __init__(self, tenant: Tenant, options: RunOptions, *, agent: Agent | None = None,
-                 acceptance: AcceptanceRule | None = None,
-                 escalation: EscalationPolicy | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        tenant: Tenant,
+        options: RunOptions,
+        *,
+        agent: Agent | None = None,
+        acceptance: AcceptanceRule | None = None,
+        escalation: EscalationPolicy | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.tenant, self.options, self.settings = tenant, options, tenant.settings
         spec = tenant.spec
         self.run_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
@@ -110,15 +118,20 @@ class Run:
             raise FapoError(f"no run '{self.run_id}' under {self.dir.parent}; see `fapo status`")
         if not options.resume and (self.dir / "run.json").is_file():
             raise FapoError(f"run folder {self.dir} already exists; use --resume {self.run_id}")
-        budget_spec = BudgetSpec(**{**spec.budget.model_dump(),
-                                    **{k: v for k, v in options.budget.items() if v is not None}})
+        budget_spec = BudgetSpec(
+            **{
+                **spec.budget.model_dump(),
+                **{k: v for k, v in options.budget.items() if v is not None},
+            }
+        )
         self.meter = Meter(budget_spec.max_calls, budget_spec.max_tokens, budget_spec.max_usd)
         self.budget = Budget(budget_spec, self.meter, started=time.time())
         self.seed = spec.seed if options.seed is None else options.seed
         self.acceptance = acceptance or PairedImprovement(spec.acceptance, seed=self.seed)
         self.policy = escalation or LadderPolicy(tuple(spec.levels()), spec.escalation)
-        self.agent_kind = options.agent or (spec.agent.kind if spec.agent and spec.agent.kind
-                                            else self.settings.defaults.agent)
+        self.agent_kind = options.agent or (
+            spec.agent.kind if spec.agent and spec.agent.kind else self.settings.defaults.agent
+        )
         self._agent = agent
         self.on_event = on_event or (lambda kind, data: None)
         self.cache = CallCache(self.settings.cache_path) if options.use_cache else None
@@ -160,9 +173,16 @@ class Run:
 
         def run() -> dict[str, Any]:
             self._emit("eval_start", variant=vid, split=split)
-            s = evaluate(self.variants[vid], split, out_dir=out, cache=self.cache,
-                         use_cache=self.cache is not None, repeats=reps,
-                         concurrency=self.options.concurrency, meter=self.meter)
+            s = evaluate(
+                self.variants[vid],
+                split,
+                out_dir=out,
+                cache=self.cache,
+                use_cache=self.cache is not None,
+                repeats=reps,
+                concurrency=self.options.concurrency,
+                meter=self.meter,
+            )
             return {"mean": s.mean, "n": s.n, "calls": s.calls, "errors": s.errors}
 
         _, replayed = self.log.memo("eval", key, run, self._budget)  # type: ignore[union-attr]
@@ -175,8 +195,14 @@ class Run:
     def train_score(self, changes: dict[str, str | None]) -> float:
         """For the built-in agent: mean train score of incumbent+changes (train only, metered)."""
         variant = self.variants[self.incumbent].variant(changes)
-        return evaluate(variant, "train", cache=self.cache, use_cache=self.cache is not None,
-                        concurrency=self.options.concurrency, meter=self.meter).mean
+        return evaluate(
+            variant,
+            "train",
+            cache=self.cache,
+            use_cache=self.cache is not None,
+            concurrency=self.options.concurrency,
+            meter=self.meter,
+        ).mean
 
     # -- stages ------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -186,24 +212,40 @@ class Run:
         if self.options.resume:
             info = read_json(self.dir / "run.json")
             if info["immutable"] != immutable:
-                changed = sorted(k for k in set(info["immutable"]) | set(immutable)
-                                 if info["immutable"].get(k) != immutable.get(k))
-                raise FapoError(f"tenant files changed since the run started ({', '.join(changed[:3])}); "
-                                "restore them or start a new run")
+                changed = sorted(
+                    k
+                    for k in set(info["immutable"]) | set(immutable)
+                    if info["immutable"].get(k) != immutable.get(k)
+                )
+                raise FapoError(
+                    f"tenant files changed since the run started ({', '.join(changed[:3])}); "
+                    "restore them or start a new run"
+                )
             snap = self.log.last_budget()
             if snap:
                 self.budget.restore(snap)
                 self.budget.variants = 0  # recounted while replaying
         else:
-            write_json(self.dir / "run.json", {
-                "run_id": self.run_id, "tenant": self.tenant.name, "root": str(self.tenant.root),
-                "status": "running", "started": time.time(), "agent": self.agent_kind,
-                "spec": self.tenant.spec.model_dump(), "budget": self.budget.spec.model_dump(),
-                "options": {"concurrency": self.options.concurrency,
-                            "use_cache": self.options.use_cache, "seed": self.seed},
-                "versions": {"fapo": __version__, "python": platform.python_version()},
-                "immutable": immutable,
-            })
+            write_json(
+                self.dir / "run.json",
+                {
+                    "run_id": self.run_id,
+                    "tenant": self.tenant.name,
+                    "root": str(self.tenant.root),
+                    "status": "running",
+                    "started": time.time(),
+                    "agent": self.agent_kind,
+                    "spec": self.tenant.spec.model_dump(),
+                    "budget": self.budget.spec.model_dump(),
+                    "options": {
+                        "concurrency": self.options.concurrency,
+                        "use_cache": self.options.use_cache,
+                        "seed": self.seed,
+                    },
+                    "versions": {"fapo": __version__, "python": platform.python_version()},
+                    "immutable": immutable,
+                },
+            )
         self.immutable = immutable
         self.leaks = LeakIndex(self.tenant)
         base_files = read_files(self.vdir("v000") / "files")
@@ -219,24 +261,34 @@ class Run:
             unexplained = [c for c in report["clusters"] if c["cause"] == "unexplained"]
             if unexplained:
                 ids = [i for c in unexplained for i in c["example_ids"]]
-                req = AttributionRequest(tenant=self.tenant.name,
-                                         steps=list(self.summaries[(vid, "train")].steps),
-                                         levels=self.tenant.spec.levels(),  # type: ignore[arg-type]
-                                         failures=traces_for(results, ids, limit=12))
+                req = AttributionRequest(
+                    tenant=self.tenant.name,
+                    steps=list(self.summaries[(vid, "train")].steps),
+                    levels=self.tenant.spec.levels(),  # type: ignore[arg-type]
+                    failures=traces_for(results, ids, limit=12),
+                )
                 with tempfile.TemporaryDirectory(prefix="fapo-attr-") as tmp:
                     ws = Path(tmp) / "workspace"
                     ws.mkdir()
-                    (ws / "failures.json").write_text(json.dumps(req.failures, indent=2, default=str))
+                    (ws / "failures.json").write_text(
+                        json.dumps(req.failures, indent=2, default=str)
+                    )
                     ans = self.agent.attribute(req, ws)
                     self._copy_transcripts(Path(tmp), self.vdir(vid) / "attribution-agent")
                 self.budget.agent_usd += sum(i.usage.usd for i in ans.invocations)
-                report["agent"] = {"clusters": [c.model_dump() for c in ans.clusters],
-                                   "failure": ans.failure,
-                                   "invocations": [i.model_dump() for i in ans.invocations]}
+                report["agent"] = {
+                    "clusters": [c.model_dump() for c in ans.clusters],
+                    "failure": ans.failure,
+                    "invocations": [i.model_dump() for i in ans.invocations],
+                }
                 if ans.clusters:
-                    report["clusters"] = [c for c in report["clusters"] if c["cause"] != "unexplained"]
+                    report["clusters"] = [
+                        c for c in report["clusters"] if c["cause"] != "unexplained"
+                    ]
                     report["clusters"] += [c.model_dump() for c in ans.clusters]
-                    report["clusters"].sort(key=lambda c: (-len(c["example_ids"]), -c["confidence"]))
+                    report["clusters"].sort(
+                        key=lambda c: (-len(c["example_ids"]), -c["confidence"])
+                    )
             write_json(self.vdir(vid) / "attribution.json", report)
             return report
 
@@ -249,22 +301,32 @@ class Run:
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, dest / p.name)
 
-    def _propose(self, vid: str, level: str, cluster: dict[str, Any] | None,
-                 history: list[dict[str, Any]]) -> dict[str, Any]:
+    def _propose(
+        self, vid: str, level: str, cluster: dict[str, Any] | None, history: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         inc = self.variants[self.incumbent]
         train_results = self.vdir(self.incumbent) / "eval" / "train" / "results.jsonl"
         traces = traces_for(train_results, cluster["example_ids"]) if cluster else []
         brief = Brief(
-            tenant=self.tenant.name, level=level,  # type: ignore[arg-type]
-            objective=(f"Raise the mean score of the pipeline (scorer: {self.tenant.spec.scorer}) "
-                       f"by fixing the failure cluster below with one {level}-level change."),
-            scores={"train": self.summaries[(self.incumbent, "train")].mean,
-                    "val": self.summaries[(self.incumbent, "val")].mean},
-            cluster=Cluster(**cluster) if cluster else None, traces=traces,
+            tenant=self.tenant.name,
+            level=level,  # type: ignore[arg-type]
+            objective=(
+                f"Raise the mean score of the pipeline (scorer: {self.tenant.spec.scorer}) "
+                f"by fixing the failure cluster below with one {level}-level change."
+            ),
+            scores={
+                "train": self.summaries[(self.incumbent, "train")].mean,
+                "val": self.summaries[(self.incumbent, "val")].mean,
+            },
+            cluster=Cluster(**cluster) if cluster else None,
+            traces=traces,
             allowed_files=allowed_files(inc, level),
             param_bounds={k: v.model_dump() for k, v in self.tenant.spec.params.items()}
-            if level == "parameter" else {},
-            history=history, rules=RULES)
+            if level == "parameter"
+            else {},
+            history=history,
+            rules=RULES,
+        )
         extra = {"traces.json": json.dumps(traces, indent=2, default=str)}
         if level == "structure":
             extra["functions.md"] = context_listing(self.functions())
@@ -278,8 +340,9 @@ class Run:
             changes, stray = collect(ws, before, inc)
             from fapo.agents.cli_runner import detect_outside_writes
 
-            outside = detect_outside_writes([self.tenant.root, self.dir], started, ws,
-                                            exclude=[self.settings.cache_path.parent])
+            outside = detect_outside_writes(
+                [self.tenant.root, self.dir], started, ws, exclude=[self.settings.cache_path.parent]
+            )
             self._copy_transcripts(Path(tmp), pdir)
         write_text(pdir / "brief.md", brief.to_markdown())
         write_json(pdir / "proposal.json", proposal.model_dump())
@@ -289,42 +352,80 @@ class Run:
             new_files = {k: v for k, v in {**inc.files, **changes}.items() if v is not None}
             write_files(self.vdir(vid) / "files", new_files)
             write_text(self.vdir(vid) / "diff.patch", unified_diff(dict(inc.files), new_files))
-        return {"variant": vid, "parent": self.incumbent, "level": level,
-                "cluster": cluster, "changes": sorted(changes),
-                "deleted": sorted(k for k, v in changes.items() if v is None),
-                "stray": stray, "outside": outside, "rationale": proposal.rationale,
-                "failure": proposal.failure, "agent_usd": usd}
+        return {
+            "variant": vid,
+            "parent": self.incumbent,
+            "level": level,
+            "cluster": cluster,
+            "changes": sorted(changes),
+            "deleted": sorted(k for k, v in changes.items() if v is None),
+            "stray": stray,
+            "outside": outside,
+            "rationale": proposal.rationale,
+            "failure": proposal.failure,
+            "agent_usd": usd,
+        }
 
     def _review(self, vid: str, prop: dict[str, Any]) -> dict[str, Any]:
         inc = self.variants[prop["parent"]]
         files = read_files(self.vdir(vid) / "files") or dict(inc.files)
         changes: dict[str, str | None] = {r: files.get(r) for r in prop["changes"]}
         known = {self.variants[v].fingerprint(): v for v in self.variants}
-        checks = review_in_code(inc, changes, level=prop["level"], stray=prop["stray"],
-                                outside=prop["outside"], immutable_before=self.immutable,
-                                leak_index=self.leaks, known=known)
+        checks = review_in_code(
+            inc,
+            changes,
+            level=prop["level"],
+            stray=prop["stray"],
+            outside=prop["outside"],
+            immutable_before=self.immutable,
+            leak_index=self.leaks,
+            known=known,
+        )
         blocked = [c for c in checks if not c.passed]
         verdict = None
         if not blocked:
             diff = (self.vdir(vid) / "diff.patch").read_text(encoding="utf-8")
-            req = ReviewRequest(tenant=self.tenant.name, level=prop["level"], diff=diff,
-                                scope_rules=RULES, rationale=prop["rationale"])
+            req = ReviewRequest(
+                tenant=self.tenant.name,
+                level=prop["level"],
+                diff=diff,
+                scope_rules=RULES,
+                rationale=prop["rationale"],
+            )
             with tempfile.TemporaryDirectory(prefix="fapo-review-") as tmp:
                 ws = Path(tmp) / "workspace"
-                prepare(ws, inc.variant(changes), prop["level"], Brief(
-                    tenant=self.tenant.name, level=prop["level"], objective="Review the diff.",
-                    scores={}, cluster=None, traces=[], allowed_files=[]), {"diff.patch": diff})
+                prepare(
+                    ws,
+                    inc.variant(changes),
+                    prop["level"],
+                    Brief(
+                        tenant=self.tenant.name,
+                        level=prop["level"],
+                        objective="Review the diff.",
+                        scores={},
+                        cluster=None,
+                        traces=[],
+                        allowed_files=[],
+                    ),
+                    {"diff.patch": diff},
+                )
                 before = snapshot(ws)
                 v = self.agent.review(req, ws)
                 touched = sorted(set(snapshot(ws).items()) ^ set(before.items()))
                 self._copy_transcripts(Path(tmp), self.vdir(vid) / "review-agent")
             self.budget.agent_usd += sum(i.usage.usd for i in v.invocations)
-            verdict = {"approve": v.approve and not v.failure and not touched,
-                       "reasons": v.reasons + ([f"reviewer failed: {v.failure}"] if v.failure else [])
-                       + (["the read-only reviewer modified its workspace"] if touched else []),
-                       "invocations": [i.model_dump() for i in v.invocations]}
-        review = {"blocked": bool(blocked) or (verdict is not None and not verdict["approve"]),
-                  "checks": [c.as_dict() for c in checks], "agent_verdict": verdict}
+            verdict = {
+                "approve": v.approve and not v.failure and not touched,
+                "reasons": v.reasons
+                + ([f"reviewer failed: {v.failure}"] if v.failure else [])
+                + (["the read-only reviewer modified its workspace"] if touched else []),
+                "invocations": [i.model_dump() for i in v.invocations],
+            }
+        review = {
+            "blocked": bool(blocked) or (verdict is not None and not verdict["approve"]),
+            "checks": [c.as_dict() for c in checks],
+            "agent_verdict": verdict,
+        }
         write_json(self.vdir(vid) / "review.json", review)
         return review
 
@@ -332,17 +433,28 @@ class Run:
         cand = self._eval(vid, "val")
         inc = self.summaries[(self.incumbent, "val")]
         d = self.acceptance.decide(cand.scores, inc.scores)
-        return {"variant": vid, "incumbent": self.incumbent,
-                "status": "accepted" if d.accepted else "rejected", "reason": d.reason,
-                "stats": d.stats, "candidate_val": cand.mean, "incumbent_val": inc.mean}
+        return {
+            "variant": vid,
+            "incumbent": self.incumbent,
+            "status": "accepted" if d.accepted else "rejected",
+            "reason": d.reason,
+            "stats": d.stats,
+            "candidate_val": cand.mean,
+            "incumbent_val": inc.mean,
+        }
 
     # -- the loop ----------------------------------------------------------------------------
     def execute(self) -> RunResult:
         self._start()
         model = self.tenant.spec.models["task"]
-        self._emit("start", run_dir=str(self.dir), tenant=self.tenant.name, agent=self.agent_kind,
-                   model=model + (" (offline simulated model, not an LLM)"
-                                  if model.startswith("sim:") else ""))
+        self._emit(
+            "start",
+            run_dir=str(self.dir),
+            tenant=self.tenant.name,
+            agent=self.agent_kind,
+            model=model
+            + (" (offline simulated model, not an LLM)" if model.startswith("sim:") else ""),
+        )
         log = self.log
         assert log is not None
         self.incumbent = "v000"
@@ -373,38 +485,63 @@ class Run:
                     break
                 new_state, why = self.policy.before_proposal(state, clusters[0])
                 if why:
-                    log.memo("level", vid, lambda s=new_state, w=why: {
-                        "from": state.level, "to": s.level, "why": w})
+                    log.memo(
+                        "level",
+                        vid,
+                        lambda s=new_state, w=why: {"from": state.level, "to": s.level, "why": w},
+                    )
                     self._emit("level", level=new_state.level, why=why)
                 state = new_state
                 cluster = next((c for c in clusters if c["level"] == state.level), clusters[0])
                 self._emit("propose", variant=vid, level=state.level, cause=cluster["cause"])
-                prop, _ = log.memo("proposal", vid, lambda: self._propose(
-                    vid, state.level, cluster, history), self._budget)
+                prop, _ = log.memo(
+                    "proposal",
+                    vid,
+                    lambda: self._propose(vid, state.level, cluster, history),
+                    self._budget,
+                )
                 n += 1
                 self.budget.variants = n
-                entry = {"variant": vid, "level": state.level, "rationale": prop["rationale"],
-                         "cluster": f"{cluster['step']}: {cluster['cause']}"}
+                entry = {
+                    "variant": vid,
+                    "level": state.level,
+                    "rationale": prop["rationale"],
+                    "cluster": f"{cluster['step']}: {cluster['cause']}",
+                }
                 if prop["failure"]:
                     blocked = "outside the workspace" in prop["failure"]
-                    decision = {"variant": vid, "status": "invalid",
-                                "reason": ("blocked: " if blocked else "agent produced no proposal: ")
-                                + prop["failure"]}
-                    exhausted = prop["failure"].startswith(("nothing left", "no ", "script exhausted"))
+                    decision = {
+                        "variant": vid,
+                        "status": "invalid",
+                        "reason": ("blocked: " if blocked else "agent produced no proposal: ")
+                        + prop["failure"],
+                    }
+                    exhausted = prop["failure"].startswith(
+                        ("nothing left", "no ", "script exhausted")
+                    )
                 else:
-                    review, _ = log.memo("review", vid, lambda: self._review(vid, prop), self._budget)
+                    review, _ = log.memo(
+                        "review", vid, lambda: self._review(vid, prop), self._budget
+                    )
                     if review["blocked"]:
                         reasons = [c["reason"] for c in review["checks"] if not c["passed"]]
                         if review["agent_verdict"] and not review["agent_verdict"]["approve"]:
                             reasons += review["agent_verdict"]["reasons"]
-                        decision = {"variant": vid, "status": "invalid",
-                                    "reason": "blocked by review: " + "; ".join(reasons)}
+                        decision = {
+                            "variant": vid,
+                            "status": "invalid",
+                            "reason": "blocked by review: " + "; ".join(reasons),
+                        }
                     else:
                         self.variants[vid] = self.variants[self.incumbent].variant(
-                            {r: (read_files(self.vdir(vid) / "files") or {}).get(r)
-                             for r in prop["changes"]})
-                        decision, _ = log.memo("decision", vid, lambda: self._decide(vid),
-                                               self._budget)
+                            {
+                                r: (read_files(self.vdir(vid) / "files") or {}).get(r)
+                                for r in prop["changes"]
+                            }
+                        )
+                        decision, _ = log.memo(
+                            "decision", vid, lambda: self._decide(vid), self._budget
+                        )
                     exhausted = False
                 write_json(self.vdir(vid) / "decision.json", decision)
                 self._emit("decision", **decision)
@@ -430,8 +567,12 @@ class Run:
     def _finish(self, stop: str, accepted: list[str]) -> RunResult:
         log = self.log
         assert log is not None
-        log.memo("stopped", "run", lambda: {"reason": stop, "best": self.incumbent,
-                                            "accepted": accepted}, self._budget)
+        log.memo(
+            "stopped",
+            "run",
+            lambda: {"reason": stop, "best": self.incumbent, "accepted": accepted},
+            self._budget,
+        )
         test: dict[str, float] = {}
         for vid in dict.fromkeys(["v000", self.incumbent]):
             try:
@@ -441,8 +582,16 @@ class Run:
                 pass
         val = {v: self.summaries[(v, "val")].mean for v in dict.fromkeys(["v000", self.incumbent])}
         info = read_json(self.dir / "run.json")
-        info.update(status="finished", stop_reason=stop, best=self.incumbent, accepted=accepted,
-                    val=val, test=test, spent=self._budget(), finished=time.time())
+        info.update(
+            status="finished",
+            stop_reason=stop,
+            best=self.incumbent,
+            accepted=accepted,
+            val=val,
+            test=test,
+            spent=self._budget(),
+            finished=time.time(),
+        )
         write_json(self.dir / "run.json", info)
         from fapo.report_html import write_html
 
@@ -453,7 +602,8 @@ class Run:
         return RunResult(self.dir, "finished", stop, self.incumbent, val, test, accepted)
 
 
-def run(tenant: str | Path, options: RunOptions, settings: Settings | None = None,
-        **kwargs: Any) -> RunResult:
+def run(
+    tenant: str | Path, options: RunOptions, settings: Settings | None = None, **kwargs: Any
+) -> RunResult:
     """Library entry point of `fapo run`."""
     return Run(load_tenant(tenant, settings), options, **kwargs).execute()

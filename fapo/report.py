@@ -21,23 +21,30 @@ def collect_run(run_dir: Path) -> dict[str, Any]:
     variants = []
     for vdir in sorted((run_dir / "variants").glob("v*")):
         vid = vdir.name
-        prop = next((e["data"] for e in log.events if e["kind"] == "proposal" and e["key"] == vid), None)
+        prop = next(
+            (e["data"] for e in log.events if e["kind"] == "proposal" and e["key"] == vid), None
+        )
         evals = {}
         for split in ("train", "val", "test"):
             s = _maybe(vdir / "eval" / split / "summary.json")
             if s:
                 s.pop("scores", None)
                 evals[split] = s
-        variants.append({
-            "id": vid, "proposal": prop, "review": _maybe(vdir / "review.json"),
-            "decision": _maybe(vdir / "decision.json"), "evals": evals,
-            "attribution": _maybe(vdir / "attribution.json"),
-            "diff": (vdir / "diff.patch").read_text(encoding="utf-8")
-            if (vdir / "diff.patch").is_file() else "",
-        })
+        variants.append(
+            {
+                "id": vid,
+                "proposal": prop,
+                "review": _maybe(vdir / "review.json"),
+                "decision": _maybe(vdir / "decision.json"),
+                "evals": evals,
+                "attribution": _maybe(vdir / "attribution.json"),
+                "diff": (vdir / "diff.patch").read_text(encoding="utf-8")
+                if (vdir / "diff.patch").is_file()
+                else "",
+            }
+        )
     levels = [e["data"] for e in log.events if e["kind"] == "level"]
-    return {"info": info, "variants": variants, "levels": levels,
-            "events": len(log.events)}
+    return {"info": info, "variants": variants, "levels": levels, "events": len(log.events)}
 
 
 def _fmt(x: float | None, nd: int = 3) -> str:
@@ -48,8 +55,11 @@ def _per_example(s: dict[str, Any] | None) -> dict[str, float]:
     if not s or not s.get("n"):
         return {}
     n = s["n"] * max(s.get("repeats", 1), 1)
-    return {"latency_ms": s["latency_p50_s"] * 1000, "calls": (s["calls"] + s["cache_hits"]) / n,
-            "tokens": (s["input_tokens"] + s["output_tokens"]) / n if s["calls"] else 0.0}
+    return {
+        "latency_ms": s["latency_p50_s"] * 1000,
+        "calls": (s["calls"] + s["cache_hits"]) / n,
+        "tokens": (s["input_tokens"] + s["output_tokens"]) / n if s["calls"] else 0.0,
+    }
 
 
 def render_markdown(data: dict[str, Any]) -> str:
@@ -62,36 +72,55 @@ def render_markdown(data: dict[str, Any]) -> str:
     accepted = info.get("accepted", [])
     L = [f"# fapo run {info['run_id']} · tenant `{info['tenant']}`", ""]
     L.append(f"Status: **{info.get('status')}** — stopped because: {info.get('stop_reason', '—')}.")
-    L.append(f"Agent: `{info.get('agent')}`. Task model: `{info['spec']['models']['task']}`"
-             + (" (the offline simulated model, not an LLM)." if sim else "."))
+    L.append(
+        f"Agent: `{info.get('agent')}`. Task model: `{info['spec']['models']['task']}`"
+        + (" (the offline simulated model, not an LLM)." if sim else ".")
+    )
     L += ["", "## Result", "", "| | val | test |", "|---|---:|---:|"]
     for vid in dict.fromkeys(["v000", best]):
-        L.append(f"| {vid}{' (baseline)' if vid == 'v000' else ' (final)'} | "
-                 f"{_fmt(info.get('val', {}).get(vid))} | {_fmt(info.get('test', {}).get(vid))} |")
+        L.append(
+            f"| {vid}{' (baseline)' if vid == 'v000' else ' (final)'} | "
+            f"{_fmt(info.get('val', {}).get(vid))} | {_fmt(info.get('test', {}).get(vid))} |"
+        )
     if best in info.get("test", {}) and best in info.get("val", {}):
         gap = info["val"][best] - info["test"][best]
-        L.append(f"\nValidation→test gap of the final variant: {gap:+.3f} "
-                 "(positive = validation overestimates; the test split was evaluated once, at the end).")
-    L += ["", "## Trajectory", "", "| variant | level | change | review | decision | val | gain | p |",
-          "|---|---|---|---|---|---:|---:|---:|"]
+        L.append(
+            f"\nValidation→test gap of the final variant: {gap:+.3f} "
+            "(positive = validation overestimates; the test split was evaluated once, at the end)."
+        )
+    L += [
+        "",
+        "## Trajectory",
+        "",
+        "| variant | level | change | review | decision | val | gain | p |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
     for v in variants:
         if v["id"] == "v000":
-            L.append(f"| v000 | — | baseline | — | — | {_fmt(v['evals'].get('val', {}).get('mean'))} | | |")
+            L.append(
+                f"| v000 | — | baseline | — | — | {_fmt(v['evals'].get('val', {}).get('mean'))} | | |"
+            )
             continue
         p, r, d = v["proposal"] or {}, v["review"], v["decision"] or {}
         st = d.get("stats", {})
         review = "—" if r is None else ("blocked" if r["blocked"] else "passed")
         mark = "**accepted**" if d.get("status") == "accepted" else d.get("status", "—")
-        L.append(f"| {v['id']} | {p.get('level', '—')} | {(p.get('rationale') or p.get('failure') or '')[:70]} | "
-                 f"{review} | {mark} | {_fmt(v['evals'].get('val', {}).get('mean'))} | "
-                 f"{_fmt(st.get('mean_diff'))} | {_fmt(st.get('p_value'), 4)} |")
+        L.append(
+            f"| {v['id']} | {p.get('level', '—')} | {(p.get('rationale') or p.get('failure') or '')[:70]} | "
+            f"{review} | {mark} | {_fmt(v['evals'].get('val', {}).get('mean'))} | "
+            f"{_fmt(st.get('mean_diff'))} | {_fmt(st.get('p_value'), 4)} |"
+        )
     L += ["", "## Decisions and reasons", ""]
     for v in variants[1:]:
         d = v["decision"] or {}
-        L.append(f"- **{v['id']}** ({(v['proposal'] or {}).get('level', '?')}): "
-                 f"{d.get('status', '?')} — {d.get('reason', '')}")
+        L.append(
+            f"- **{v['id']}** ({(v['proposal'] or {}).get('level', '?')}): "
+            f"{d.get('status', '?')} — {d.get('reason', '')}"
+        )
     if data["levels"]:
-        L += ["", "## Escalations", ""] + [f"- {e['from']} → {e['to']}: {e['why']}" for e in data["levels"]]
+        L += ["", "## Escalations", ""] + [
+            f"- {e['from']} → {e['to']}: {e['why']}" for e in data["levels"]
+        ]
     L += ["", "## Attribution (train split)", ""]
     for v in variants:
         a = v["attribution"]
@@ -99,36 +128,55 @@ def render_markdown(data: dict[str, Any]) -> str:
             continue
         L.append(f"**{v['id']}**: {a['failures']} of {a['examples']} train examples fail")
         for c in a["clusters"][:6]:
-            L.append(f"- `{c['step']}` · {c['cause']} · level {c['level']} · "
-                     f"conf {c['confidence']:.2f} · {len(c['example_ids'])} examples")
+            L.append(
+                f"- `{c['step']}` · {c['cause']} · level {c['level']} · "
+                f"conf {c['confidence']:.2f} · {len(c['example_ids'])} examples"
+            )
         L.append("")
-    L += ["## Per-step failures: baseline vs final (val)", "", "| step | baseline errors | final errors | "
-          "baseline p50 ms | final p50 ms |", "|---|---:|---:|---:|---:|"]
+    L += [
+        "## Per-step failures: baseline vs final (val)",
+        "",
+        "| step | baseline errors | final errors | baseline p50 ms | final p50 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
     bsteps = (base or {}).get("evals", {}).get("val", {}).get("steps", {})
     fsteps = (final or {}).get("evals", {}).get("val", {}).get("steps", {})
     for step in dict.fromkeys([*bsteps, *fsteps]):
         b, f = bsteps.get(step, {}), fsteps.get(step, {})
-        L.append(f"| {step} | {b.get('errors', '—')} | {f.get('errors', '—')} | "
-                 f"{_fmt(b.get('p50_s', 0) * 1000 if b else None, 1)} | "
-                 f"{_fmt(f.get('p50_s', 0) * 1000 if f else None, 1)} |")
+        L.append(
+            f"| {step} | {b.get('errors', '—')} | {f.get('errors', '—')} | "
+            f"{_fmt(b.get('p50_s', 0) * 1000 if b else None, 1)} | "
+            f"{_fmt(f.get('p50_s', 0) * 1000 if f else None, 1)} |"
+        )
     pb = _per_example((base or {}).get("evals", {}).get("val"))
     pf = _per_example((final or {}).get("evals", {}).get("val"))
     if pb and pf:
-        L += ["", "## Cost of the pipeline per example (val): baseline vs final", "",
-              "| | baseline | final | ratio |", "|---|---:|---:|---:|"]
+        L += [
+            "",
+            "## Cost of the pipeline per example (val): baseline vs final",
+            "",
+            "| | baseline | final | ratio |",
+            "|---|---:|---:|---:|",
+        ]
         for k in ("latency_ms", "calls", "tokens"):
             ratio = pf[k] / pb[k] if pb[k] else float("nan")
             L.append(f"| {k} | {pb[k]:.1f} | {pf[k]:.1f} | {ratio:.2f}× |")
-    L += ["", "## Spend", "",
-          f"- Task model: {spent.get('calls', 0)} calls issued ({spent.get('cache_hits', 0)} served "
-          f"from cache), {spent.get('input_tokens', 0) + spent.get('output_tokens', 0)} tokens, "
-          f"${spent.get('cost_usd', 0):.4f}",
-          f"- Agent: ${spent.get('agent_usd', 0):.4f}",
-          f"- Candidates proposed: {spent.get('variants', 0)}; accepted: {len(accepted)}",
-          f"- Wall-clock: {spent.get('elapsed_s', 0):.1f} s"]
+    L += [
+        "",
+        "## Spend",
+        "",
+        f"- Task model: {spent.get('calls', 0)} calls issued ({spent.get('cache_hits', 0)} served "
+        f"from cache), {spent.get('input_tokens', 0) + spent.get('output_tokens', 0)} tokens, "
+        f"${spent.get('cost_usd', 0):.4f}",
+        f"- Agent: ${spent.get('agent_usd', 0):.4f}",
+        f"- Candidates proposed: {spent.get('variants', 0)}; accepted: {len(accepted)}",
+        f"- Wall-clock: {spent.get('elapsed_s', 0):.1f} s",
+    ]
     if accepted:
-        L.append(f"- Cost per accepted improvement: ${spent.get('usd', 0) / len(accepted):.4f} and "
-                 f"{spent.get('calls', 0) / len(accepted):.0f} task-model calls")
+        L.append(
+            f"- Cost per accepted improvement: ${spent.get('usd', 0) / len(accepted):.4f} and "
+            f"{spent.get('calls', 0) / len(accepted):.0f} task-model calls"
+        )
     if final and final["id"] != "v000":
         from fapo.workspace import unified_diff
 
@@ -136,8 +184,14 @@ def render_markdown(data: dict[str, Any]) -> str:
         base_files = _files(run_dir, "v000")
         final_files = _files(run_dir, final["id"])
         if base_files is not None and final_files is not None:
-            L += ["", "## Final change (baseline → final)", "", "```diff",
-                  unified_diff(base_files, final_files).rstrip(), "```"]
+            L += [
+                "",
+                "## Final change (baseline → final)",
+                "",
+                "```diff",
+                unified_diff(base_files, final_files).rstrip(),
+                "```",
+            ]
     return "\n".join(L) + "\n"
 
 

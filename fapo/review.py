@@ -15,8 +15,16 @@ from fapo.tenant import Tenant, in_scope
 
 NGRAM = 8
 _FORBIDDEN_CALLS = {"eval", "exec", "__import__", "compile"}
-_FORBIDDEN_MODULES = {"subprocess", "socket", "ctypes", "multiprocessing", "shutil", "requests",
-                      "urllib", "http"}
+_FORBIDDEN_MODULES = {
+    "subprocess",
+    "socket",
+    "ctypes",
+    "multiprocessing",
+    "shutil",
+    "requests",
+    "urllib",
+    "http",
+}
 
 
 @dataclass(frozen=True)
@@ -53,19 +61,22 @@ class LeakIndex:
             for ex in tenant.examples(split):
                 for text in _strings(ex.inputs) + _strings(ex.label):
                     w = _words(text)
-                    self.ngrams.update(tuple(w[i:i + NGRAM]) for i in range(len(w) - NGRAM + 1))
+                    self.ngrams.update(tuple(w[i : i + NGRAM]) for i in range(len(w) - NGRAM + 1))
                 for g in gold_strings(ex.label) or _strings(ex.label):
                     norm = " ".join(_words(g))
                     if len(norm) >= 3:
                         sealed_labels.add(norm)
-        train_text = " ".join(" ".join(_words(t)) for ex in tenant.examples("train")
-                              for t in _strings(ex.inputs) + _strings(ex.label))
+        train_text = " ".join(
+            " ".join(_words(t))
+            for ex in tenant.examples("train")
+            for t in _strings(ex.inputs) + _strings(ex.label)
+        )
         self.labels = {lab for lab in sealed_labels if f" {lab} " not in f" {train_text} "}
 
     def leaks(self, added: str, original: str) -> list[str]:
         found = []
         w = _words(added)
-        grams = {tuple(w[i:i + NGRAM]) for i in range(len(w) - NGRAM + 1)}
+        grams = {tuple(w[i : i + NGRAM]) for i in range(len(w) - NGRAM + 1)}
         hit = grams & self.ngrams
         if hit:
             found.append("copies sealed text: '" + " ".join(sorted(hit)[0]) + "'")
@@ -89,21 +100,40 @@ def _unsafe_code(source: str) -> str | None:
         return f"chain.py does not parse (line {exc.lineno})"
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
             bad = [n for n in names if n.split(".")[0] in _FORBIDDEN_MODULES]
             if bad:
                 return f"chain.py imports {bad[0]}"
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FORBIDDEN_CALLS:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FORBIDDEN_CALLS
+        ):
             return f"chain.py calls {node.func.id}()"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search(
-                r"(^|/)data/|scorer\.py|checks\.py", node.value):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.search(r"(^|/)data/|scorer\.py|checks\.py", node.value)
+        ):
             return f"chain.py references sealed files ('{node.value[:40]}')"
     return None
 
 
-def review_in_code(incumbent: Tenant, changes: dict[str, str | None], *, level: str,
-                   stray: list[str], outside: list[str], immutable_before: dict[str, str],
-                   leak_index: LeakIndex, known: dict[str, str]) -> list[Check]:
+def review_in_code(
+    incumbent: Tenant,
+    changes: dict[str, str | None],
+    *,
+    level: str,
+    stray: list[str],
+    outside: list[str],
+    immutable_before: dict[str, str],
+    leak_index: LeakIndex,
+    known: dict[str, str],
+) -> list[Check]:
     """All deterministic checks; the candidate is blocked if any fails."""
     from fapo.validate import null_factory
 
@@ -116,27 +146,61 @@ def review_in_code(incumbent: Tenant, changes: dict[str, str | None], *, level: 
     if level != "structure":
         out_of_scope += new_files
     out_of_scope += [r for r in deleted if not (level == "structure" and r == "structure.yaml")]
-    add(Check("scope", not out_of_scope,
-              f"files outside the {level} level's scope: {', '.join(sorted(set(out_of_scope)))}"
-              if out_of_scope else ""))
-    add(Check("workspace_only", not stray,
-              f"wrote read-only or non-mutable files: {', '.join(stray)}" if stray else ""))
-    add(Check("outside_writes", not outside,
-              f"wrote outside the workspace: {', '.join(outside[:5])}" if outside else ""))
+    add(
+        Check(
+            "scope",
+            not out_of_scope,
+            f"files outside the {level} level's scope: {', '.join(sorted(set(out_of_scope)))}"
+            if out_of_scope
+            else "",
+        )
+    )
+    add(
+        Check(
+            "workspace_only",
+            not stray,
+            f"wrote read-only or non-mutable files: {', '.join(stray)}" if stray else "",
+        )
+    )
+    add(
+        Check(
+            "outside_writes",
+            not outside,
+            f"wrote outside the workspace: {', '.join(outside[:5])}" if outside else "",
+        )
+    )
     now = incumbent.immutable_hashes()
-    changed_imm = sorted(k for k in set(now) | set(immutable_before) if now.get(k) != immutable_before.get(k))
-    add(Check("immutable_unchanged", not changed_imm,
-              f"immutable tenant files changed: {', '.join(changed_imm)}" if changed_imm else ""))
+    changed_imm = sorted(
+        k for k in set(now) | set(immutable_before) if now.get(k) != immutable_before.get(k)
+    )
+    add(
+        Check(
+            "immutable_unchanged",
+            not changed_imm,
+            f"immutable tenant files changed: {', '.join(changed_imm)}" if changed_imm else "",
+        )
+    )
     concern = {"prompt": 1, "parameter": 1}.get(level)
-    add(Check("one_concern", concern is None or len(changes) <= concern,
-              f"{len(changes)} files changed at {level} level; one proposal = one change"
-              if concern is not None and len(changes) > concern else ""))
+    add(
+        Check(
+            "one_concern",
+            concern is None or len(changes) <= concern,
+            f"{len(changes)} files changed at {level} level; one proposal = one change"
+            if concern is not None and len(changes) > concern
+            else "",
+        )
+    )
     if any(c.name in ("scope", "changed") and not c.passed for c in checks):
         return checks
     variant = incumbent.variant(changes)
     fp = variant.fingerprint()
-    add(Check("new_variant", fp not in known,
-              f"identical to {known.get(fp)}, already evaluated" if fp in known else ""))
+    add(
+        Check(
+            "new_variant",
+            fp not in known,
+            f"identical to {known.get(fp)}, already evaluated" if fp in known else "",
+        )
+    )
     try:
         variant.params  # noqa: B018 - validates bounds
         add(Check("params_in_bounds", True))

@@ -93,4 +93,6 @@ def load_settings(root: Path | None = None) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise FapoError(f"{path}: key '{key}': {err['msg']}; see fapo.toml in the fapo repo") from None
+        raise FapoError(
+            f"{path}: key '{key}': {err['msg']}; see fapo.toml in the fapo repo"
+        ) from None

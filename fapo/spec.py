@@ -42,7 +42,9 @@ class ParamSpec(_Strict):
         if self.type == "bool":
             return None if isinstance(value, bool) else f"{value!r} is not true/false"
         if self.type == "choice":
-            return None if value in (self.choices or []) else f"{value!r} is not one of {self.choices}"
+            return (
+                None if value in (self.choices or []) else f"{value!r} is not one of {self.choices}"
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{value!r} is not a number"
         if self.type == "int" and not float(value).is_integer():
@@ -69,7 +71,9 @@ class StepSpec(_Strict):
 
 class BudgetSpec(_Strict):
     max_variants: int = Field(12, ge=1, description="candidates proposed (blocked ones count)")
-    max_calls: int | None = Field(None, ge=1, description="task-model calls issued (cache hits are free)")
+    max_calls: int | None = Field(
+        None, ge=1, description="task-model calls issued (cache hits are free)"
+    )
     max_tokens: int | None = Field(None, ge=1)
     max_usd: float | None = Field(None, ge=0, description="task model + agent")
     max_minutes: float | None = Field(None, gt=0)

@@ -14,8 +14,9 @@ def mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def bootstrap_ci(xs: Sequence[float], *, level: float = 0.95, resamples: int = 2000,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    xs: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean."""
     n = len(xs)
     if n == 0:
@@ -48,8 +49,14 @@ class PairedTest:
         return asdict(self)
 
 
-def paired_test(candidate: Sequence[float], incumbent: Sequence[float], *,
-                method: str = "permutation", resamples: int = 10000, seed: int = 0) -> PairedTest:
+def paired_test(
+    candidate: Sequence[float],
+    incumbent: Sequence[float],
+    *,
+    method: str = "permutation",
+    resamples: int = 10000,
+    seed: int = 0,
+) -> PairedTest:
     """One-sided test of H1: candidate > incumbent, on paired per-example scores.
 
     permutation: sign-flip test of the mean difference (exact in distribution under H0 of
@@ -82,8 +89,18 @@ def paired_test(candidate: Sequence[float], incumbent: Sequence[float], *,
     else:
         raise ValueError(f"unknown test {method!r}")
     lo, hi = bootstrap_ci(diffs, seed=seed)
-    return PairedTest(n=n, mean_diff=observed, p_value=p, test=method, resamples=resamples,
-                      wins=wins, losses=losses, ties=n - wins - losses, ci_low=lo, ci_high=hi)
+    return PairedTest(
+        n=n,
+        mean_diff=observed,
+        p_value=p,
+        test=method,
+        resamples=resamples,
+        wins=wins,
+        losses=losses,
+        ties=n - wins - losses,
+        ci_low=lo,
+        ci_high=hi,
+    )
 
 
 def percentile(xs: Sequence[float], q: float) -> float:

@@ -111,8 +111,10 @@ def _import_file(path: Path, name: str) -> types.ModuleType:
     except FapoError:
         raise
     except Exception as exc:
-        raise FapoError(f"{path}:{_user_line(exc, path)}: raised {type(exc).__name__}: {exc} "
-                        "on import; fix the file") from None
+        raise FapoError(
+            f"{path}:{_user_line(exc, path)}: raised {type(exc).__name__}: {exc} "
+            "on import; fix the file"
+        ) from None
     return mod
 
 
@@ -177,11 +179,15 @@ class Tenant:
             line = _yaml_line(text, (key,))
             where = f"{path}:{line}" if line else str(path)
             if ps is None:
-                raise FapoError(f"{where}: parameter '{key}' is not declared in tenant.yaml 'params'; "
-                                "declare it with bounds or remove it")
+                raise FapoError(
+                    f"{where}: parameter '{key}' is not declared in tenant.yaml 'params'; "
+                    "declare it with bounds or remove it"
+                )
             problem = ps.check(value)
             if problem:
-                raise FapoError(f"{where}: parameter '{key}': {problem}; use a value inside its bounds")
+                raise FapoError(
+                    f"{where}: parameter '{key}': {problem}; use a value inside its bounds"
+                )
         for key in self.spec.params:
             if key not in data:
                 raise FapoError(f"{path}: declared parameter '{key}' has no value; add `{key}: …`")
@@ -227,14 +233,22 @@ class Tenant:
             try:
                 out = fn(example, prediction)
             except Exception as exc:
-                raise FapoError(f"{path}:{_user_line(exc, path)}: score() raised "
-                                f"{type(exc).__name__}: {exc} for example '{example.id}'; "
-                                "a scorer must handle any prediction (including None)") from None
+                raise FapoError(
+                    f"{path}:{_user_line(exc, path)}: score() raised "
+                    f"{type(exc).__name__}: {exc} for example '{example.id}'; "
+                    "a scorer must handle any prediction (including None)"
+                ) from None
             value, details = (out.value, out.details) if isinstance(out, Score) else (out, {})
-            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) \
-                    or not 0.0 <= value <= 1.0:
-                raise FapoError(f"{path}: score() returned {value!r} for example '{example.id}'; "
-                                "return a float in [0, 1] or fapo.Score(value, details)")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or math.isnan(value)
+                or not 0.0 <= value <= 1.0
+            ):
+                raise FapoError(
+                    f"{path}: score() returned {value!r} for example '{example.id}'; "
+                    "return a float in [0, 1] or fapo.Score(value, details)"
+                )
             return Score(float(value), dict(details))
 
         return scored
@@ -265,12 +279,18 @@ class Tenant:
         try:
             exec(compile(text, str(path), "exec"), mod.__dict__)  # noqa: S102 - the tenant's own chain
         except SyntaxError as exc:
-            raise FapoError(f"{path}:{exc.lineno}: syntax error ({exc.msg}); fix chain.py") from None
+            raise FapoError(
+                f"{path}:{exc.lineno}: syntax error ({exc.msg}); fix chain.py"
+            ) from None
         except Exception as exc:
-            raise FapoError(f"{path}:{_user_line(exc, path)}: raised {type(exc).__name__}: {exc} "
-                            "on import; fix chain.py") from None
+            raise FapoError(
+                f"{path}:{_user_line(exc, path)}: raised {type(exc).__name__}: {exc} "
+                "on import; fix chain.py"
+            ) from None
         if not callable(getattr(mod, "build", None)):
-            raise FapoError(f"{path}: defines no build(ctx) function; add one returning a StateGraph")
+            raise FapoError(
+                f"{path}: defines no build(ctx) function; add one returning a StateGraph"
+            )
         return mod
 
     def build(self, model_factory: Callable[..., Any]) -> tuple[Any, ChainContext]:
@@ -278,19 +298,24 @@ class Tenant:
         from langgraph.graph import StateGraph
 
         mod = self.chain_module()
-        ctx = ChainContext(prompts=self.prompts, params=self.params, root=self.root,
-                           model_factory=model_factory)
+        ctx = ChainContext(
+            prompts=self.prompts, params=self.params, root=self.root, model_factory=model_factory
+        )
         path = self.root / "chain.py"
         try:
             graph = mod.build(ctx)
         except FapoError:
             raise
         except Exception as exc:
-            raise FapoError(f"{path}:{_user_line(exc, path)}: build(ctx) raised "
-                            f"{type(exc).__name__}: {exc}; fix chain.py") from None
+            raise FapoError(
+                f"{path}:{_user_line(exc, path)}: build(ctx) raised "
+                f"{type(exc).__name__}: {exc}; fix chain.py"
+            ) from None
         if not isinstance(graph, StateGraph):
-            raise FapoError(f"{path}: build(ctx) returned {type(graph).__name__}; return an "
-                            "uncompiled langgraph StateGraph (do not call .compile())")
+            raise FapoError(
+                f"{path}: build(ctx) returned {type(graph).__name__}; return an "
+                "uncompiled langgraph StateGraph (do not call .compile())"
+            )
         if self.structure:
             from fapo.transforms import apply_structure
 
@@ -312,8 +337,10 @@ def resolve_tenant_dir(name_or_path: str, settings: Settings) -> Path:
     for cand in (p, settings.tenants_dir / name_or_path):
         if (cand / "tenant.yaml").is_file():
             return cand.resolve()
-    raise FapoError(f"tenant '{name_or_path}' not found (looked in {p} and "
-                    f"{settings.tenants_dir / name_or_path}); give a tenant folder or name")
+    raise FapoError(
+        f"tenant '{name_or_path}' not found (looked in {p} and "
+        f"{settings.tenants_dir / name_or_path}); give a tenant folder or name"
+    )
 
 
 def load_tenant(name_or_path: str | Path, settings: Settings | None = None) -> Tenant:
@@ -321,4 +348,3 @@ def load_tenant(name_or_path: str | Path, settings: Settings | None = None) -> T
     root = resolve_tenant_dir(str(name_or_path), settings)
     spec = parse_spec(root / "tenant.yaml")
     return Tenant(root=root, spec=spec, settings=settings, files=_read_mutable(root))
-

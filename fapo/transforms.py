@@ -62,8 +62,9 @@ class RetrievalHop(_T):
     max_tokens: int = Field(64, ge=1, le=4096)
 
 
-Transform = Annotated[PostProcess | MajorityVote | ValidateRetry | RetrievalHop,
-                      Field(discriminator="kind")]
+Transform = Annotated[
+    PostProcess | MajorityVote | ValidateRetry | RetrievalHop, Field(discriminator="kind")
+]
 
 
 class Structure(_T):
@@ -75,7 +76,9 @@ def _strip(value: Any, state: dict) -> Any:
 
 
 def _first_line(value: Any, state: dict) -> Any:
-    return value.strip().splitlines()[0].strip() if isinstance(value, str) and value.strip() else value
+    return (
+        value.strip().splitlines()[0].strip() if isinstance(value, str) and value.strip() else value
+    )
 
 
 #: Deterministic functions every tenant can reference without registering them.
@@ -88,8 +91,9 @@ def parse_structure(data: Any, path: Path) -> Structure:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise FapoError(f"{path}: key '{key}': {err['msg']}; see docs/loop.md for the "
-                        "transform library") from None
+        raise FapoError(
+            f"{path}: key '{key}': {err['msg']}; see docs/loop.md for the transform library"
+        ) from None
 
 
 def _as_text(value: Any) -> str:
@@ -132,14 +136,18 @@ def apply_structure(graph: Any, ctx: Any, data: Any, path: Path) -> Any:
 
     def fn(name: str, i: int) -> Callable[..., Any]:
         if name not in functions:
-            raise FapoError(f"{path}: transforms[{i}] names function '{name}' which is neither "
-                            f"built in nor registered (available: {', '.join(sorted(functions))})")
+            raise FapoError(
+                f"{path}: transforms[{i}] names function '{name}' which is neither "
+                f"built in nor registered (available: {', '.join(sorted(functions))})"
+            )
         return functions[name]
 
     def node_of(name: str, i: int) -> None:
         if name not in graph.nodes:
-            raise FapoError(f"{path}: transforms[{i}] names step '{name}' which the graph lacks "
-                            f"(steps: {', '.join(graph.nodes)})")
+            raise FapoError(
+                f"{path}: transforms[{i}] names step '{name}' which the graph lacks "
+                f"(steps: {', '.join(graph.nodes)})"
+            )
 
     for i, t in enumerate(structure.transforms):
         if isinstance(t, PostProcess):
@@ -159,8 +167,9 @@ def apply_structure(graph: Any, ctx: Any, data: Any, path: Path) -> Any:
             llm = ctx.llm(temperature=0.0, max_tokens=t.max_tokens)
 
             async def hop(state: dict, _tpl=tpl, _llm=llm, _s=search, _t=t) -> dict:
-                msg = await _llm.ainvoke(_tpl.render(**{k: _as_text(state.get(k, ""))
-                                                        for k in _t.inputs}))
+                msg = await _llm.ainvoke(
+                    _tpl.render(**{k: _as_text(state.get(k, "")) for k in _t.inputs})
+                )
                 query = str(msg.content).strip()
                 have = list(state.get(_t.key) or [])
                 new = [x for x in _s(query, state) if x not in have]

@@ -17,8 +17,10 @@ class _NoModel:
         self.spec = spec
 
     def __getattr__(self, name: str) -> Any:
-        raise FapoError(f"chain.py uses the model ({self.spec}) while building the graph; "
-                        "call models only inside nodes")
+        raise FapoError(
+            f"chain.py uses the model ({self.spec}) while building the graph; "
+            "call models only inside nodes"
+        )
 
 
 def null_factory(models: dict[str, str]) -> Callable[..., Any]:
@@ -26,8 +28,10 @@ def null_factory(models: dict[str, str]) -> Callable[..., Any]:
 
     def factory(role: str = "task", **_: Any) -> Any:
         if role not in models:
-            raise FapoError(f"chain.py asks for model role '{role}' but tenant.yaml 'models' "
-                            f"has only {', '.join(models)}; add it there")
+            raise FapoError(
+                f"chain.py asks for model role '{role}' but tenant.yaml 'models' "
+                f"has only {', '.join(models)}; add it there"
+            )
         parse_spec(models[role])
         return _NoModel(models[role])
 
@@ -59,8 +63,10 @@ def validate(name_or_path: str, settings: Settings) -> tuple[Tenant | None, list
         rows = _try(problems, lambda split=split: list(tenant.examples(split))) or []
         for ex in rows:
             if ex.id in ids:
-                problems.append(f"{tenant.data_path(split)}: id '{ex.id}' is also in the "
-                                f"{ids[ex.id]} split; a row may appear in one split only")
+                problems.append(
+                    f"{tenant.data_path(split)}: id '{ex.id}' is also in the "
+                    f"{ids[ex.id]} split; a row may appear in one split only"
+                )
                 break
             ids[ex.id] = split
     _try(problems, lambda: tenant.scorer)
@@ -71,13 +77,19 @@ def validate(name_or_path: str, settings: Settings) -> tuple[Tenant | None, list
         nodes = set(graph.nodes)
         for name in tenant.spec.steps:
             if name not in nodes:
-                problems.append(f"{tenant.root / 'tenant.yaml'}: steps.{name}: no such step in "
-                                f"the graph (steps: {', '.join(sorted(nodes))})")
+                problems.append(
+                    f"{tenant.root / 'tenant.yaml'}: steps.{name}: no such step in "
+                    f"the graph (steps: {', '.join(sorted(nodes))})"
+                )
         for chk in checks:
             if chk.step not in nodes:
-                problems.append(f"{tenant.root / (tenant.spec.checks or '')}: check "
-                                f"'{chk.name}' names step '{chk.step}' which the graph lacks")
+                problems.append(
+                    f"{tenant.root / (tenant.spec.checks or '')}: check "
+                    f"'{chk.name}' names step '{chk.step}' which the graph lacks"
+                )
         for name in tenant.prompts:
             if name not in ctx.declared:
-                warnings.append(f"prompts/{name}.md is not used by chain.py (no ctx.prompt('{name}'))")
+                warnings.append(
+                    f"prompts/{name}.md is not used by chain.py (no ctx.prompt('{name}'))"
+                )
     return tenant, problems, warnings

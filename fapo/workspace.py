@@ -39,7 +39,13 @@ def brief_markdown(brief: Brief) -> str:
         "",
     ]
     if brief.param_bounds:
-        lines += ["## Parameter bounds", "```json", json.dumps(brief.param_bounds, indent=2), "```", ""]
+        lines += [
+            "## Parameter bounds",
+            "```json",
+            json.dumps(brief.param_bounds, indent=2),
+            "```",
+            "",
+        ]
     if brief.cluster:
         c = brief.cluster
         lines += [
@@ -51,7 +57,11 @@ def brief_markdown(brief: Brief) -> str:
             "",
         ]
     if brief.history:
-        lines += ["## Earlier attempts", *[f"- {json.dumps(h, default=str)}" for h in brief.history], ""]
+        lines += [
+            "## Earlier attempts",
+            *[f"- {json.dumps(h, default=str)}" for h in brief.history],
+            "",
+        ]
     lines += ["## Rules", *[f"- {r}" for r in brief.rules], ""]
     return "\n".join(lines)
 
@@ -65,7 +75,9 @@ def allowed_files(tenant: Tenant, level: str) -> list[str]:
     return files
 
 
-def prepare(ws: Path, tenant: Tenant, level: str, brief: Brief, extra_context: dict[str, str]) -> None:
+def prepare(
+    ws: Path, tenant: Tenant, level: str, brief: Brief, extra_context: dict[str, str]
+) -> None:
     """Lay out a fresh workspace. `extra_context` maps context-relative names to text."""
     if ws.exists():
         shutil.rmtree(ws)
@@ -89,7 +101,9 @@ def prepare(ws: Path, tenant: Tenant, level: str, brief: Brief, extra_context: d
             p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
 
-def collect(ws: Path, before: dict[str, str], tenant: Tenant) -> tuple[dict[str, str | None], list[str]]:
+def collect(
+    ws: Path, before: dict[str, str], tenant: Tenant
+) -> tuple[dict[str, str | None], list[str]]:
     """(changes to mutable files, stray writes). Stray = anything else the agent touched."""
     after = snapshot(ws)
     changes: dict[str, str | None] = {}
@@ -115,10 +129,14 @@ def unified_diff(old: dict[str, str], new: dict[str, str]) -> str:
         a, b = old.get(rel), new.get(rel)
         if a == b:
             continue
-        out.extend(difflib.unified_diff(
-            (a or "").splitlines(keepends=True), (b or "").splitlines(keepends=True),
-            fromfile=f"a/{rel}" if a is not None else "/dev/null",
-            tofile=f"b/{rel}" if b is not None else "/dev/null"))
+        out.extend(
+            difflib.unified_diff(
+                (a or "").splitlines(keepends=True),
+                (b or "").splitlines(keepends=True),
+                fromfile=f"a/{rel}" if a is not None else "/dev/null",
+                tofile=f"b/{rel}" if b is not None else "/dev/null",
+            )
+        )
         if out and not out[-1].endswith("\n"):
             out[-1] += "\n"
     return "".join(out)

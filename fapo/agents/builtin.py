@@ -32,22 +32,35 @@ from fapo.agents.base import (
 
 #: Prompt remedies: id -> (instruction appended to the prompt, cause keywords it addresses).
 REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "only-answer": ("Answer with only the final answer: no explanation, no full sentence.",
-                    ("gold present", "format", "verbose", "unexplained")),
-    "step-by-step": ("Reason step by step: first identify the bridge entity that links the "
-                     "passages, then answer.", ("unexplained", "bridge", "hop", "reason")),
-    "follow-every-constraint": ("Follow every constraint exactly; check each one before you "
-                                "answer.", ("constraint", "unexplained", "instruction")),
+    "only-answer": (
+        "Answer with only the final answer: no explanation, no full sentence.",
+        ("gold present", "format", "verbose", "unexplained"),
+    ),
+    "step-by-step": (
+        "Reason step by step: first identify the bridge entity that links the "
+        "passages, then answer.",
+        ("unexplained", "bridge", "hop", "reason"),
+    ),
+    "follow-every-constraint": (
+        "Follow every constraint exactly; check each one before you answer.",
+        ("constraint", "unexplained", "instruction"),
+    ),
     "json-only": ("Respond only with JSON.", ("json",)),
     "concise": ("Keep the output short and to the point.", ("truncated", "length")),
 }
 #: Instruction of the query step a retrieval hop adds (inputs are appended as labelled fields).
-HOP_QUERY_PROMPT = ("Write a search query for the passage that is still missing to answer the "
-                    "question.\nReason step by step: first identify the bridge entity named in the "
-                    "passages, then write a query with that entity.\nRespond with only the query.")
-PARAM_HINTS = {"truncated": ("token", "length"), "length": ("token", "length"),
-               "retriev": ("k", "top", "depth", "candidates", "n_"),
-               "candidate": ("k", "top", "depth", "candidates"), "passage": ("k", "top", "depth")}
+HOP_QUERY_PROMPT = (
+    "Write a search query for the passage that is still missing to answer the "
+    "question.\nReason step by step: first identify the bridge entity named in the "
+    "passages, then write a query with that entity.\nRespond with only the query."
+)
+PARAM_HINTS = {
+    "truncated": ("token", "length"),
+    "length": ("token", "length"),
+    "retriev": ("k", "top", "depth", "candidates", "n_"),
+    "candidate": ("k", "top", "depth", "candidates"),
+    "passage": ("k", "top", "depth"),
+}
 
 TrainScore = Callable[[dict[str, str | None]], float]
 Move = tuple[str, dict[str, str | None]]
@@ -77,7 +90,9 @@ def _grid(spec: dict[str, Any]) -> list[Any]:
 
 def _set_param(text: str, current: dict[str, Any], name: str, value: Any) -> str:
     """params.yaml with one value replaced in place, so the file's comments survive."""
-    rendered = yaml.safe_dump({name: value}, default_flow_style=True).strip()[1:-1].split(": ", 1)[1]
+    rendered = (
+        yaml.safe_dump({name: value}, default_flow_style=True).strip()[1:-1].split(": ", 1)[1]
+    )
     pattern = re.compile(rf"^({re.escape(name)}\s*:\s*)([^#\n]*?)(\s*(#.*)?)$", re.M)
     new, n = pattern.subn(lambda m: f"{m.group(1)}{rendered}{m.group(3)}", text, count=1)
     if n == 1 and yaml.safe_load(new) == {**current, name: value}:
@@ -90,8 +105,11 @@ class BuiltinAgent:
 
     name = "builtin"
 
-    def __init__(self, train_score: TrainScore | None = None,
-                 functions: dict[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        train_score: TrainScore | None = None,
+        functions: dict[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.train_score = train_score
         self.functions = functions or {}
 
@@ -107,8 +125,13 @@ class BuiltinAgent:
     def _step_prompts(self, ws: Path, brief: Brief) -> list[str]:
         """Prompt files whose fixed text appears in the cluster step's recorded calls."""
         prompts = sorted(p.relative_to(ws).as_posix() for p in (ws / "prompts").glob("*.md"))
-        sent = " ".join(c["prompt"] for t in brief.traces for s in t["steps"]
-                        if brief.cluster and s["step"] == brief.cluster.step for c in s["calls"])
+        sent = " ".join(
+            c["prompt"]
+            for t in brief.traces
+            for s in t["steps"]
+            if brief.cluster and s["step"] == brief.cluster.step
+            for c in s["calls"]
+        )
         used = []
         for rel in prompts:
             text = (ws / rel).read_text(encoding="utf-8")
@@ -125,7 +148,12 @@ class BuiltinAgent:
             text = (ws / rel).read_text(encoding="utf-8")
             for rid, (instruction, _) in ranked:
                 if instruction not in text:
-                    moves.append((f"prompt:{rid}@{rel}", {rel: text.rstrip("\n") + "\n\n" + instruction + "\n"}))
+                    moves.append(
+                        (
+                            f"prompt:{rid}@{rel}",
+                            {rel: text.rstrip("\n") + "\n\n" + instruction + "\n"},
+                        )
+                    )
         return moves
 
     def _param_moves(self, ws: Path, brief: Brief) -> list[Move]:
@@ -136,7 +164,8 @@ class BuiltinAgent:
         def related(name: str) -> bool:
             n = name.lower()
             return any(n == h or n.startswith(h) or h in n for h in hints if len(h) > 1) or (
-                "k" in hints and (n == "k" or n.endswith("_k")))
+                "k" in hints and (n == "k" or n.endswith("_k"))
+            )
 
         # Parameters the cause points at first, then the rest (the train score picks the best).
         names = sorted(brief.param_bounds, key=lambda n: not related(n))
@@ -145,22 +174,35 @@ class BuiltinAgent:
         for name in names:
             for value in _grid(brief.param_bounds[name]):
                 if value != current.get(name):
-                    moves.append((f"param:{name}={value}",
-                                  {"params.yaml": _set_param(text, current, name, value)}))
+                    moves.append(
+                        (
+                            f"param:{name}={value}",
+                            {"params.yaml": _set_param(text, current, name, value)},
+                        )
+                    )
         return moves
 
     def _structure_moves(self, ws: Path, brief: Brief) -> list[Move]:
         path = ws / "structure.yaml"
-        existing = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
+        existing = (
+            yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        ) or {}
         transforms = list(existing.get("transforms") or [])
         step = brief.cluster.step if brief.cluster else None
         trace_steps = [s for t in brief.traces[:1] for s in t["steps"]]
-        keys_of = {s["step"]: list(json.loads(s["update"]).keys())
-                   for s in trace_steps if s.get("update") not in (None, "null")
-                   and isinstance(json.loads(s["update"]), dict)}
+        keys_of = {
+            s["step"]: list(json.loads(s["update"]).keys())
+            for s in trace_steps
+            if s.get("update") not in (None, "null") and isinstance(json.loads(s["update"]), dict)
+        }
         input_keys = list(brief.traces[0]["inputs"]) if brief.traces else []
-        list_steps = [(s["step"], k) for s in trace_steps if s.get("update") not in (None, "null")
-                      for k, v in (json.loads(s["update"]) or {}).items() if isinstance(v, list)]
+        list_steps = [
+            (s["step"], k)
+            for s in trace_steps
+            if s.get("update") not in (None, "null")
+            for k, v in (json.loads(s["update"]) or {}).items()
+            if isinstance(v, list)
+        ]
         llm_steps = [s["step"] for s in trace_steps if s.get("calls")]
         targets = [step] if step else []
         targets += [s for s in llm_steps if s not in targets]
@@ -168,7 +210,9 @@ class BuiltinAgent:
 
         def add(mid: str, t: dict[str, Any], extra: dict[str, str | None] | None = None) -> None:
             doc = {"transforms": [*transforms, t]}
-            moves.append((mid, {"structure.yaml": yaml.safe_dump(doc, sort_keys=False), **(extra or {})}))
+            moves.append(
+                (mid, {"structure.yaml": yaml.safe_dump(doc, sort_keys=False), **(extra or {})})
+            )
 
         for fname, fn in sorted(self.functions.items()):
             try:
@@ -178,10 +222,20 @@ class BuiltinAgent:
             if params[:1] == ["query"]:
                 # A hop goes after a step that produced a list (retrieval-like), extending it.
                 for tgt, lkey in list_steps:
-                    prompt = (HOP_QUERY_PROMPT + f"\n\n{lkey.capitalize()}:\n{{{lkey}}}\n\n"
-                              + "\n".join(f"{k.capitalize()}: {{{k}}}" for k in input_keys) + "\n")
-                    hop = {"kind": "retrieval_hop", "after": tgt, "query_prompt": "hop_query",
-                           "inputs": [*input_keys, lkey], "search": fname, "key": lkey}
+                    prompt = (
+                        HOP_QUERY_PROMPT
+                        + f"\n\n{lkey.capitalize()}:\n{{{lkey}}}\n\n"
+                        + "\n".join(f"{k.capitalize()}: {{{k}}}" for k in input_keys)
+                        + "\n"
+                    )
+                    hop = {
+                        "kind": "retrieval_hop",
+                        "after": tgt,
+                        "query_prompt": "hop_query",
+                        "inputs": [*input_keys, lkey],
+                        "search": fname,
+                        "key": lkey,
+                    }
                     mid = f"structure:retrieval_hop@{tgt}.{lkey}:{fname}"
                     add(mid, hop, {"prompts/hop_query.md": prompt})
                     # The step that reads the extra evidence may need telling how to use it: the
@@ -190,37 +244,64 @@ class BuiltinAgent:
                         text = rel.read_text(encoding="utf-8")
                         for rid, (instruction, _) in REMEDIES.items():
                             if instruction not in text and f"{{{lkey}}}" in text:
-                                add(f"{mid}+{rid}@{rel.name}", hop, {
-                                    "prompts/hop_query.md": prompt,
-                                    f"prompts/{rel.name}": text.rstrip("\n") + "\n\n" + instruction + "\n"})
+                                add(
+                                    f"{mid}+{rid}@{rel.name}",
+                                    hop,
+                                    {
+                                        "prompts/hop_query.md": prompt,
+                                        f"prompts/{rel.name}": text.rstrip("\n")
+                                        + "\n\n"
+                                        + instruction
+                                        + "\n",
+                                    },
+                                )
             elif len(params) == 2 and not re.match(r"(is_|valid|check)", fname):
                 for tgt in targets:
                     for key in keys_of.get(tgt, []):
-                        add(f"structure:postprocess@{tgt}.{key}:{fname}",
-                            {"kind": "postprocess", "after": tgt, "key": key, "function": fname})
+                        add(
+                            f"structure:postprocess@{tgt}.{key}:{fname}",
+                            {"kind": "postprocess", "after": tgt, "key": key, "function": fname},
+                        )
             elif len(params) == 2:
                 for tgt in targets:
                     for key in keys_of.get(tgt, []):
-                        add(f"structure:validate_retry@{tgt}.{key}:{fname}",
-                            {"kind": "validate_retry", "node": tgt, "key": key,
-                             "validator": fname, "max_attempts": 3})
+                        add(
+                            f"structure:validate_retry@{tgt}.{key}:{fname}",
+                            {
+                                "kind": "validate_retry",
+                                "node": tgt,
+                                "key": key,
+                                "validator": fname,
+                                "max_attempts": 3,
+                            },
+                        )
         for tgt in targets:
             if tgt in llm_steps:
                 for key in keys_of.get(tgt, [])[:1]:
-                    add(f"structure:majority_vote@{tgt}.{key}",
-                        {"kind": "majority_vote", "node": tgt, "key": key, "samples": 3})
+                    add(
+                        f"structure:majority_vote@{tgt}.{key}",
+                        {"kind": "majority_vote", "node": tgt, "key": key, "samples": 3},
+                    )
         return moves
 
     # -- protocol ------------------------------------------------------------------------------
     def propose(self, brief: Brief, workspace: Path) -> Proposal:
-        make = {"prompt": self._prompt_moves, "parameter": self._param_moves,
-                "structure": self._structure_moves}[brief.level]
+        make = {
+            "prompt": self._prompt_moves,
+            "parameter": self._param_moves,
+            "structure": self._structure_moves,
+        }[brief.level]
         tried = self._tried(brief)
         moves = [(mid, ch) for mid, ch in make(workspace, brief) if mid not in tried]
-        inv = Invocation(agent=self.name, role="propose", final_text=f"{len(moves)} candidate moves")
+        inv = Invocation(
+            agent=self.name, role="propose", final_text=f"{len(moves)} candidate moves"
+        )
         if not moves:
-            return Proposal(rationale="", invocations=[inv],
-                            failure=f"nothing left to try at the {brief.level} level")
+            return Proposal(
+                rationale="",
+                invocations=[inv],
+                failure=f"nothing left to try at the {brief.level} level",
+            )
         base = brief.scores.get("train", 0.0)
         scored = []
         if self.train_score is not None:
@@ -229,9 +310,13 @@ class BuiltinAgent:
             scored.sort(key=lambda x: -x[0])
             best, mid, changes = scored[0]
             if best <= base:
-                return Proposal(invocations=[inv], failure=(
-                    f"no {brief.level} move improves the train score {base:.3f} "
-                    f"(best {mid}: {best:.3f}; {len(moves)} tried)"))
+                return Proposal(
+                    invocations=[inv],
+                    failure=(
+                        f"no {brief.level} move improves the train score {base:.3f} "
+                        f"(best {mid}: {best:.3f}; {len(moves)} tried)"
+                    ),
+                )
             note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train)"
         else:
             mid, changes = moves[0]
@@ -248,11 +333,21 @@ class BuiltinAgent:
         return Proposal(rationale=f"[{mid}] {note}", invocations=[inv])
 
     def attribute(self, request: AttributionRequest, workspace: Path) -> AttributionAnswer:
-        return AttributionAnswer(invocations=[Invocation(
-            agent=self.name, role="attribute", final_text="the built-in agent does not cluster "
-            "unexplained failures; they stay 'unexplained'")])
+        return AttributionAnswer(
+            invocations=[
+                Invocation(
+                    agent=self.name,
+                    role="attribute",
+                    final_text="the built-in agent does not cluster "
+                    "unexplained failures; they stay 'unexplained'",
+                )
+            ]
+        )
 
     def review(self, request: ReviewRequest, workspace: Path) -> Verdict:
         """The deterministic review in code already ran; the built-in reviewer adds nothing."""
-        return Verdict(approve=True, reasons=["no objection beyond the checks in code"],
-                       invocations=[Invocation(agent=self.name, role="review")])
+        return Verdict(
+            approve=True,
+            reasons=["no objection beyond the checks in code"],
+            invocations=[Invocation(agent=self.name, role="review")],
+        )

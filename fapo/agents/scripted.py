@@ -78,10 +78,17 @@ class ScriptedAgent:
         inv = Invocation(agent=self.name, role="attribute")
         if step is None:
             return AttributionAnswer(invocations=[inv])
-        return AttributionAnswer(clusters=[Cluster(**{**c, "source": "agent"}) for c in step],
-                                 invocations=[inv])
+        return AttributionAnswer(
+            clusters=[Cluster(**{**c, "source": "agent"}) for c in step], invocations=[inv]
+        )
 
     def review(self, request: ReviewRequest, workspace: Path) -> Verdict:
-        step = self._nth(self.reviews, "review") or {"approve": True, "reasons": ["scripted approve"]}
-        return Verdict(approve=bool(step.get("approve", True)), reasons=list(step.get("reasons", [])),
-                       invocations=[Invocation(agent=self.name, role="review")])
+        step = self._nth(self.reviews, "review") or {
+            "approve": True,
+            "reasons": ["scripted approve"],
+        }
+        return Verdict(
+            approve=bool(step.get("approve", True)),
+            reasons=list(step.get("reasons", [])),
+            invocations=[Invocation(agent=self.name, role="review")],
+        )
