@@ -171,6 +171,19 @@ class InstrumentedChatModel(BaseChatModel):
                 }
             )
 
+    def _prepare(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict
+    ) -> tuple[str, ChatResult | None]:
+        """The cache key and, on a hit, the recorded answer (logged as a hit); on a miss the
+        meter admits the call or raises BudgetExhausted. Shared by the sync and async paths."""
+        key = self._key(messages, stop, kwargs)
+        cached = self._lookup(key)
+        if cached is not None:
+            self._finish(key, messages, cached, None, time.perf_counter(), hit=True)
+        elif self.meter is not None:
+            self.meter.admit()
+        return key, cached
+
     async def _agenerate(
         self,
         messages: list[BaseMessage],
@@ -178,14 +191,9 @@ class InstrumentedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        key = self._key(messages, stop, kwargs)
-        started = time.perf_counter()
-        cached = self._lookup(key)
+        key, cached = self._prepare(messages, stop, kwargs)
         if cached is not None:
-            self._finish(key, messages, cached, None, started, hit=True)
             return cached
-        if self.meter is not None:
-            self.meter.admit()
         if self.inner.rate_limiter is not None:
             await self.inner.rate_limiter.aacquire(blocking=True)
         started = time.perf_counter()
@@ -204,14 +212,9 @@ class InstrumentedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        key = self._key(messages, stop, kwargs)
-        started = time.perf_counter()
-        cached = self._lookup(key)
+        key, cached = self._prepare(messages, stop, kwargs)
         if cached is not None:
-            self._finish(key, messages, cached, None, started, hit=True)
             return cached
-        if self.meter is not None:
-            self.meter.admit()
         if self.inner.rate_limiter is not None:
             self.inner.rate_limiter.acquire(blocking=True)
         started = time.perf_counter()
