@@ -216,33 +216,6 @@ def run(
         "max_turns": agent_max_turns,
         "timeout_s": agent_timeout,
     }
-    if trials > 1:
-        from fapo.trials import run_trials
-
-        res = run_trials(
-            tenant,
-            RunOptions(
-                agent=agent,
-                run_id=resume or run_id,
-                resume=resume is not None,
-                budget={
-                    "max_variants": budget_variants,
-                    "max_calls": budget_calls,
-                    "max_tokens": budget_tokens,
-                    "max_usd": budget_usd,
-                    "max_minutes": budget_minutes,
-                },
-                concurrency=concurrency,
-                use_cache=not no_cache,
-                seed=seed,
-                agent_settings=agent_overrides,
-            ),
-            trials,
-            _settings(),
-            on_event=None if as_json else _live_printer(False),
-        )
-        _emit(res.as_dict(), as_json, res.text())
-        return
     opts = RunOptions(
         agent=agent,
         run_id=resume or run_id,
@@ -259,6 +232,13 @@ def run(
         seed=seed,
         agent_settings=agent_overrides,
     )
+    if trials > 1:
+        from fapo.trials import run_trials
+
+        on_event = None if as_json else _live_printer(False)
+        res = run_trials(tenant, opts, trials, _settings(), on_event=on_event)
+        _emit(res.as_dict(), as_json, res.text())
+        return
     result = run_loop(tenant, opts, _settings(), on_event=_live_printer(as_json))
     data = {
         "run_dir": str(result.run_dir),
