@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FapoError(Exception):
     """A user-facing error. `str(err)` is a single line naming the file/key and the fix."""
@@ -18,3 +20,15 @@ class BudgetExhausted(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def validation_problem(exc: Any) -> tuple[tuple[Any, ...], str, str]:
+    """(location, dotted key, message) of the first error of a pydantic ValidationError, worded
+    for a person editing the file: validator wrappers dropped, unknown keys named as such."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; remove it or check the spelling"
+    return loc, key, msg

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fapo.errors import FapoError
+from fapo.errors import FapoError, validation_problem
 
 
 class _Strict(BaseModel):
@@ -91,8 +91,5 @@ def load_settings(root: Path | None = None) -> Settings:
     try:
         return Settings(root=root, **data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise FapoError(
-            f"{path}: key '{key}': {err['msg']}; see fapo.toml in the fapo repo"
-        ) from None
+        _, key, msg = validation_problem(exc)
+        raise FapoError(f"{path}: key '{key}': {msg}; fix it in fapo.toml") from None

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from fapo.artifacts import sha256_text
 from fapo.context import ChainContext
 from fapo.data import iter_rows
-from fapo.errors import FapoError
+from fapo.errors import FapoError, validation_problem
 from fapo.records import Example, Score
 from fapo.settings import Settings, load_settings
 from fapo.spec import Level, TenantSpec
@@ -91,14 +91,11 @@ def parse_spec(path: Path) -> TenantSpec:
     try:
         return TenantSpec(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        loc, key, msg = validation_problem(exc)
         line = _yaml_line(text, loc)
         where = f"{path}:{line}" if line else str(path)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check the spelling (`fapo schema` lists every key)"
+        if msg.startswith("unknown key"):
+            msg += " (`fapo schema` lists every key)"
         raise FapoError(f"{where}: key '{key}': {msg}") from None
 
 

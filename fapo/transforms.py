@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fapo.errors import FapoError
+from fapo.errors import FapoError, validation_problem
 from fapo.runtime import SAMPLE
 
 
@@ -89,10 +89,9 @@ def parse_structure(data: Any, path: Path) -> Structure:
     try:
         return Structure.model_validate(data or {})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
+        _, key, msg = validation_problem(exc)
         raise FapoError(
-            f"{path}: key '{key}': {err['msg']}; see docs/loop.md for the transform library"
+            f"{path}: key '{key}': {msg}; see docs/loop.md for the transform library"
         ) from None
 
 

@@ -127,3 +127,19 @@ def test_help_imports_no_langgraph_or_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
+
+
+def test_misspelt_fapo_toml_key_is_one_line(project, capsys) -> None:
+    toml = project.root / "fapo.toml"
+    toml.write_text(toml.read_text() + "\n[defaults]\nconcurency = 3\n")
+    code, err = fapo(["validate", "demo-qa"], project.root, capsys)
+    assert code == 2
+    assert "fapo.toml: key 'defaults.concurency': unknown key" in err and "Traceback" not in err
+
+
+def test_bad_structure_yaml_names_the_transform_key(project, capsys) -> None:
+    (project.tenants_dir / "demo-qa" / "structure.yaml").write_text(
+        "transforms:\n  - {kind: majority_vote, node: answer, key: answer, samples: 99}\n"
+    )
+    code, err = fapo(["validate", "demo-qa"], project.root, capsys)
+    assert code == 2 and "structure.yaml: key 'transforms.0.majority_vote.samples'" in err
