@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fapo.evaluate import evaluate  # noqa: E402
+from fapo.settings import Settings  # noqa: E402
 from fapo.tenant import Tenant, load_tenant  # noqa: E402
 
 FAIL_BELOW = 0.999  # the same threshold fapo.attribute uses for a failing example
@@ -42,6 +44,7 @@ class Defect:
     shows_at: str
     kind: str
     description: str
+    needs: tuple[str, ...] = ()  # fixes without which this defect's failures cannot show
 
 
 @dataclass
@@ -74,7 +77,7 @@ class GroundTruth:
         return {
             "tenant": self.tenant,
             "split": self.split,
-            "defects": [d.__dict__ for d in self.defects],
+            "defects": [{**d.__dict__, "needs": list(d.needs)} for d in self.defects],
             "baseline_mean": _mean(self.baseline),
             "full_mean": _mean(self.full),
             "leave_out_mean": {k: _mean(v) for k, v in self.leave_out.items()},
@@ -97,26 +100,38 @@ def suite_dirs() -> list[Path]:
 
 def load_defects(root: Path) -> list[Defect]:
     data = yaml.safe_load((root / "defects.yaml").read_text(encoding="utf-8"))
-    return [Defect(**{k: str(v) for k, v in d.items()}) for d in data["defects"]]
+    return [
+        Defect(**{k: tuple(v) if k == "needs" else str(v) for k, v in d.items()})
+        for d in data["defects"]
+    ]
 
 
-def fix_files(root: Path, ids: list[str]) -> dict[str, str | None]:
-    """The variant overlay that applies the fixes `ids` to the tenant's own files."""
-    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
-    struct_path = root / "structure.yaml"
-    structure = (yaml.safe_load(struct_path.read_text()) if struct_path.is_file() else None) or {}
+def fix_files(
+    root: Path, ids: list[str], base: Mapping[str, str] | None = None
+) -> dict[str, str | None]:
+    """The variant overlay that applies the fixes `ids` on top of `base` (the mutable files of the
+    variant to fix; default: the tenant folder's own). params.yaml keys are merged, structure.yaml
+    transforms appended, any other fixed file replaces the base's."""
+    if base is None:
+        base = {
+            rel: (root / rel).read_text(encoding="utf-8")
+            for rel in ("params.yaml", "structure.yaml")
+            if (root / rel).is_file()
+        }
+    params = yaml.safe_load(base.get("params.yaml") or "") or {}
+    structure = yaml.safe_load(base.get("structure.yaml") or "") or {}
     transforms = list(structure.get("transforms") or [])
     files: dict[str, str | None] = {}
     owner: dict[str, str] = {}
     changed_params = changed_structure = False
     for fid in ids:
-        base = root / "fixes" / fid
-        if not base.is_dir():
+        fix_dir = root / "fixes" / fid
+        if not fix_dir.is_dir():
             raise SystemExit(f"{root.name}: defects.yaml names {fid} but fixes/{fid}/ is missing")
-        for p in sorted(base.rglob("*")):
+        for p in sorted(fix_dir.rglob("*")):
             if not p.is_file():
                 continue
-            rel = p.relative_to(base).as_posix()
+            rel = p.relative_to(fix_dir).as_posix()
             text = p.read_text(encoding="utf-8")
             if rel == "params.yaml":
                 params.update(yaml.safe_load(text) or {})
@@ -138,8 +153,8 @@ def fix_files(root: Path, ids: list[str]) -> dict[str, str | None]:
     return files
 
 
-def variant(root: Path, ids: list[str]) -> Tenant:
-    return load_tenant(root).variant(fix_files(root, ids))
+def variant(root: Path, ids: list[str], settings: Settings | None = None) -> Tenant:
+    return load_tenant(root, settings).variant(fix_files(root, ids))
 
 
 def scores(tenant: Tenant, split: str, *, concurrency: int = 8) -> dict[str, float]:
@@ -147,7 +162,7 @@ def scores(tenant: Tenant, split: str, *, concurrency: int = 8) -> dict[str, flo
     return dict(evaluate(tenant, split, use_cache=False, concurrency=concurrency).scores)
 
 
-def derive(root: Path, split: str = "train") -> GroundTruth:
+def derive(root: Path, split: str = "train", settings: Settings | None = None) -> GroundTruth:
     """Evaluate baseline, full fix and every leave-one-out on `split`."""
     defects = load_defects(root)
     ids = [d.id for d in defects]
@@ -155,11 +170,11 @@ def derive(root: Path, split: str = "train") -> GroundTruth:
         tenant=root.name,
         split=split,
         defects=defects,
-        baseline=scores(load_tenant(root), split),
-        full=scores(variant(root, ids), split),
+        baseline=scores(load_tenant(root, settings), split),
+        full=scores(variant(root, ids, settings), split),
     )
     for d in defects:
-        gt.leave_out[d.id] = scores(variant(root, [i for i in ids if i != d.id]), split)
+        gt.leave_out[d.id] = scores(variant(root, [i for i in ids if i != d.id], settings), split)
     return gt
 
 
