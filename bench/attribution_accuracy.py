@@ -5,7 +5,9 @@ For every suite tenant, in one process run, side by side:
 1. ground truth by evaluation: each failing train example's true causes (step, level) are the
    planted defects whose fix, left out alone, makes it fail (bench/planted/ground_truth.py);
 2. the broken baseline is evaluated on train and `fapo.attribute.attribute` attributes its
-   failures twice — with the tenant's checks.py (checks and oracles) and without it — and each
+   failures twice — with the tenant's checks.py (checks and oracles) and without it; when this
+   fapo has interventions (`attribute(..., interventions=InterventionRunner(tenant))`), they run
+   with their defaults and their calls are printed separately. Each
    failing example with a known cause is scored: right step, right level, both (right if it names
    any of the example's causes; "single" counts only examples with exactly one cause);
 3. the built-in agent runs the loop with the tenant's default budget; a planted defect counts as
@@ -16,7 +18,7 @@ For every suite tenant, in one process run, side by side:
     .venv/bin/python bench/attribution_accuracy.py            # whole suite (minutes on 2 cores)
     .venv/bin/python bench/attribution_accuracy.py --quick    # three tenants, attribution + loop
     .venv/bin/python bench/attribution_accuracy.py --no-loop  # attribution only
-    .venv/bin/python bench/attribution_accuracy.py --attr-opt interventions=true
+    .venv/bin/python bench/attribution_accuracy.py --ladder   # no interventions even if present
 
 Every tenant is copied into a scratch project without its fixes/ and defects.yaml, so nothing the
 loop or an agent sees holds the answers; the scratch folder is removed on exit (FAPO_BENCH_KEEP=1
@@ -105,14 +107,21 @@ class TenantResult:
 
 
 def attribute_options(extra: dict[str, Any]) -> dict[str, Any]:
-    """Keyword options for `attribute`: an interventions switch when the function has one, plus any
-    `--attr-opt key=value` the signature accepts."""
+    """The `--attr-opt key=value` keywords that `attribute` accepts (others are dropped)."""
     params = inspect.signature(attribute).parameters
-    opts: dict[str, Any] = {}
-    if "interventions" in params:
-        opts["interventions"] = True
-    opts.update({k: v for k, v in extra.items() if k in params})
-    return opts
+    return {k: v for k, v in extra.items() if k in params}
+
+
+def intervention_runner(tenant: Tenant) -> Any | None:
+    """An interventions runner for `tenant` with its defaults, when this fapo has interventions
+    (`attribute(..., interventions=fapo.interventions.InterventionRunner(tenant))`), else None."""
+    if "interventions" not in inspect.signature(attribute).parameters:
+        return None
+    try:
+        from fapo.interventions import InterventionRunner  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return InterventionRunner(tenant)
 
 
 def without_checks(tenant: Tenant) -> Tenant:
@@ -179,7 +188,13 @@ def fix_rate(
 
 
 def measure(
-    suite_dir: Path, root: Path, settings: Settings, opts: dict[str, Any], loop: bool
+    suite_dir: Path,
+    root: Path,
+    settings: Settings,
+    opts: dict[str, Any],
+    *,
+    loop: bool,
+    interventions: bool,
 ) -> TenantResult:
     res = TenantResult(suite_dir.name)
     gt = derive(suite_dir, "train", settings)
@@ -192,11 +207,17 @@ def measure(
     res.failing = len(failing)
     res.known = sum(i in gt.causes() for i in failing)
     for label, variant in (("with", tenant), ("without", without_checks(tenant))):
-        report = attribute(variant, results, "train", **opts)
+        kwargs = dict(opts)
+        runner = intervention_runner(variant) if interventions else None
+        if runner is not None:
+            kwargs["interventions"] = runner
+        report = attribute(variant, results, "train", **kwargs)
         tally = score_attribution(gt, attributed(report), failing)
         setattr(res, f"{label}_checks", tally)
-        extra = {k: v for k, v in report.items() if k not in ("clusters", "split")}
-        res.attribution_extra[label] = extra
+        extra = {k: v for k, v in report.items() if k not in ("clusters", "split", "examples")}
+        if runner is not None and hasattr(runner, "meter"):
+            extra["intervention_calls"] = runner.meter.snapshot().get("calls")
+        res.attribution_extra[label] = json.loads(json.dumps(extra, default=str))
     res.defects = sum(bool(gt.caused_by(d.id)) for d in gt.defects)
     if loop:
         from fapo.promote import variant_files
@@ -243,6 +264,13 @@ def print_report(results: list[TenantResult], loop: bool) -> dict[str, Any]:
         f"{wo.pct(wo.step)} {wo.pct(wo.level)} {wo.pct(wo.both)} "
         f"{wo.pct(wo.single_both, wo.single_n)}"
     )
+    calls = [
+        (r.name, r.attribution_extra.get(k, {}).get("intervention_calls"))
+        for r in results
+        for k in ("with",)
+    ]
+    if any(c is not None for _, c in calls):
+        print("intervention calls (with checks.py): " + ", ".join(f"{n} {c}" for n, c in calls))
     extras = {r.name: r.attribution_extra for r in results}
     summary: dict[str, Any] = {"attribution": rows, "attribution_report_fields": extras}
     if loop:
@@ -278,6 +306,10 @@ def print_report(results: list[TenantResult], loop: bool) -> dict[str, Any]:
     return summary
 
 
+def _has_interventions() -> bool:
+    return "interventions" in inspect.signature(attribute).parameters
+
+
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -290,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("tenants", nargs="*", help="suite tenant names (default: all)")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     ap.add_argument("--no-loop", action="store_true", help="attribution only, no agent runs")
+    ap.add_argument(
+        "--ladder", action="store_true", help="attribute without interventions even if available"
+    )
     ap.add_argument(
         "--attr-opt",
         action="append",
@@ -309,12 +344,22 @@ def main(argv: list[str] | None = None) -> int:
     opts = attribute_options({k: _value(v) for k, v in extra.items()})
     root = project(tempdir("planted"))
     settings = load_settings(root)
-    print(f"attribute() options: {opts or 'none'}; scratch project {root}")
+    mode = "ladder only" if args.ladder or not _has_interventions() else "with interventions"
+    print(f"attribution: {mode}; options {opts or 'none'}; scratch project {root}")
     results = []
     for d in dirs:
         if d.name in wanted:
             t0 = time.perf_counter()
-            results.append(measure(d, root, settings, opts, loop=not args.no_loop))
+            results.append(
+                measure(
+                    d,
+                    root,
+                    settings,
+                    opts,
+                    loop=not args.no_loop,
+                    interventions=not args.ladder,
+                )
+            )
             print(f"  {d.name}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
     summary = print_report(results, loop=not args.no_loop)
     if args.json:
