@@ -64,7 +64,7 @@ class Run:
         self.acceptance = acceptance or PairedImprovement(spec.acceptance, seed=self.seed)
         self.policy = escalation or LadderPolicy(tuple(spec.levels()), spec.escalation)
         self.stop = default_stop(spec.target_score, self.budget, *stop)
-        self.agent_kind = setup.agent_kind(tenant, options)
+        self.agent_kind = agent.name if agent else setup.agent_kind(tenant, options)
         self._agent = agent
         self.callbacks: list[obs.Callback] = [*callbacks, *([obs.ReportWriter()] if report else [])]
         self.cache = CallCache(self.settings.cache_path) if options.use_cache else None
