@@ -160,10 +160,17 @@ def copy_for_run(src: Path, root: Path) -> Path:
 
 
 def run_loop(tenant_dir: Path, settings: Settings, run_id: str) -> tuple[Any, dict[str, Any]]:
-    """The built-in agent's loop with the tenant's default budget; returns (result, run.json)."""
-    from fapo.loop import RunOptions, run
+    """The built-in agent's loop with the tenant's default budget; returns (result, run.json).
+    Uses the public `fapo.optimize` where this fapo has it, else `fapo.loop.run`."""
+    try:
+        from fapo.api import optimize
+    except ImportError:
+        from fapo.loop import RunOptions, run  # type: ignore[attr-defined]
 
-    result = run(tenant_dir, RunOptions(agent="builtin", run_id=run_id), settings)
+        result = run(tenant_dir, RunOptions(agent="builtin", run_id=run_id), settings)
+    else:
+        extra = {"report": False} if "report" in inspect.signature(optimize).parameters else {}
+        result = optimize(tenant_dir, agent="builtin", settings=settings, run_id=run_id, **extra)
     info = json.loads((result.run_dir / "run.json").read_text(encoding="utf-8"))
     return result, info
 
