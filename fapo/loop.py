@@ -345,6 +345,10 @@ class Run:
             )
             self._copy_transcripts(Path(tmp), pdir)
         write_text(pdir / "brief.md", brief.to_markdown())
+        # issue 18.13 (newcomer): keep the workspace's context/ (train-only traces, function
+        # listing) beside brief.md, so the brief's `context/traces.json` exists in the run folder.
+        for name, text in extra.items():
+            write_text(pdir / "context" / name, text)
         write_json(pdir / "proposal.json", proposal.model_dump())
         usd = sum(i.usage.usd for i in proposal.invocations)
         self.budget.agent_usd += usd
