@@ -49,6 +49,36 @@ def test_readme_setup_commands_exist_and_leave_a_working_fapo() -> None:
     assert res.returncode == 0 and "Usage: fapo" in res.stdout
 
 
+def test_a_fresh_clone_has_what_the_readme_commands_run(tmp_path: Path) -> None:
+    """The committed tree alone (no untracked module, no local state) validates the demo."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    for script in (".ci/demo.sh", ".ci/test.sh", ".ci/setup.sh"):
+        subprocess.run(["bash", "-n", str(clone / script)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import fapo; print(fapo.__file__)"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(clone))
+    res = subprocess.run(
+        [sys.executable, "-m", "fapo", "validate", "demo-qa"],  # demo.sh's first fapo command
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("demo-qa: valid")
+
+
 def test_readme_says_how_to_get_fapo_on_path_before_the_everyday_commands() -> None:
     activate = README.index("source .venv/bin/activate")
     assert activate < README.index("## Everyday commands")
