@@ -189,8 +189,8 @@ def doctor(
         row = check_agent(kind, settings, env=src, probe=probe and needed)
         row["needed"] = needed
         no_login = "no saved" in _login_hint(kind, src)
-        if needed and row["ok"] and not row["key_set"] and not row["base_url"] and no_login:
-            row["ok"] = False  # it would start, then fail at its first request
+        if row["ok"] and not row["key_set"] and not row["base_url"] and no_login:
+            row["ok"] = False  # installed, but it would fail at its first request
         if needs is not None and not needed and not row["ok"]:
             row["detail"] += f" (not needed: the configured agent is {needs.agent})"
         rows.append(row)

@@ -187,14 +187,23 @@ def _doctor(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_doctor_passes_offline_setup_without_keys_or_agent_clis(tmp_path: Path) -> None:
     project = _project(tmp_path)
+    stub = project / "node_modules" / ".bin" / "claude"  # installed, but no key and no login
+    stub.parent.mkdir(parents=True)
+    stub.write_text('#!/bin/sh\necho "2.1.197 (Claude Code)"\n')
+    stub.chmod(0o755)
     res = _doctor(project, "demo-qa", "--no-probe")
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("ok  agent builtin")
+    assert "--  agent claude-code: ANTHROPIC_API_KEY is not set" in res.stdout
     assert "--  key ANTHROPIC_API_KEY: not set (not needed" in res.stdout
     assert not [line for line in lines if line.startswith("NO")]
     rows = json.loads(_doctor(project, "demo-qa", "--no-probe", "--json").stdout)
     assert all(r["ok"] or not r["needed"] for r in rows)
+    # the same machine asked about the agent it lacks a key for: a NO line, exit 1
+    claude = _doctor(project, "--agent", "claude-code", "--no-probe")
+    assert claude.returncode == 1
+    assert "NO  key ANTHROPIC_API_KEY: not set; needed by agent claude-code" in claude.stdout
 
 
 def test_doctor_fails_when_a_used_model_lacks_its_key(tmp_path: Path) -> None:
