@@ -171,7 +171,7 @@ def run(
         res = run_trials(tenant, opts, trials, project_settings(), on_event=on_event)
         emit(res.as_dict(), as_json, res.text())
         return
-    result = run_loop(tenant, opts, project_settings(), on_event=live_printer(as_json))
+    result = run_loop(tenant, opts, project_settings(), callbacks=[live_printer(as_json)])
     data = {
         "run_dir": str(result.run_dir),
         "reports": report_paths(result.run_dir),

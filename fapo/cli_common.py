@@ -53,17 +53,6 @@ def find_run(settings: Any, run_ref: str | None) -> Path:
     return runs[-1].parent
 
 
-def stderr_console() -> Any:
-    """A rich console on stderr that never re-wraps lines when stderr is not a terminal.
-
-    Rich assumes 80 columns without a terminal and folds longer lines, which breaks every CI log
-    line that names a file or a cause; a log reader wraps (or not) as it likes.
-    """
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
-
-
 def progress_bar(description: str, enabled: bool) -> tuple[Any, Callable[[int, int], None] | None]:
     """A rich progress bar on stderr (or a no-op) returning (context manager, callback)."""
     import contextlib
@@ -87,58 +76,11 @@ def progress_bar(description: str, enabled: bool) -> tuple[Any, Callable[[int, i
     return prog, lambda done, total: prog.update(task, completed=done, total=total)
 
 
-def live_printer(as_json: bool) -> Callable[[str, dict[str, Any]], None]:
-    """One line per loop event on stderr: level, variant, best score, budget left.
+def live_printer(as_json: bool) -> Any:
+    """The progress printer of `fapo run` (one escaped, unwrapped line per loop event)."""
+    from fapo.observers import ProgressPrinter
 
-    Every value from the run (causes, reasons, paths) is escaped: a cause such as
-    `declared format (pattern [a-z_]+)` is data, and rich would otherwise eat `[a-z_]` as a tag.
-    """
-    from rich.markup import escape
-
-    console = stderr_console()
-    state: dict[str, Any] = {"best": None}
-
-    def e(x: Any) -> str:
-        return escape(str(x))
-
-    def show(kind: str, d: dict[str, Any]) -> None:
-        if as_json:
-            return
-        b = d.get("budget", {})
-        spend = (
-            f"[dim]{b.get('variants', 0)} cand · {b.get('calls', 0)} calls · "
-            f"${b.get('usd', 0):.3f}[/dim]"
-        )
-        if kind == "start":
-            console.print(
-                f"[bold]{e(d['tenant'])}[/bold] · agent {e(d['agent'])} · task model "
-                f"{e(d['model'])}\n  run folder: {e(d['run_dir'])}"
-            )
-        elif kind == "trial":
-            console.print(f"[bold]trial {d['trial']} of {d['of']}[/bold]: {e(d['run_id'])}")
-        elif kind == "eval_done":
-            if d["split"] == "val" and (state["best"] is None or d["variant"] == "v000"):
-                state["best"] = d["mean"]
-            console.print(f"  eval {e(d['variant'])} {e(d['split'])}: {d['mean']:.3f}  {spend}")
-        elif kind == "level":
-            console.print(f"[bold]level → {e(d['level'])}[/bold]: {e(d['why'])}")
-        elif kind == "propose":
-            console.print(
-                f"[cyan]{e(d['variant'])}[/cyan] {e(d['level'])}: "
-                f"proposing a fix for {e(d['cause'])}"
-            )
-        elif kind == "decision":
-            color = {"accepted": "green", "rejected": "yellow"}.get(d["status"], "red")
-            if d["status"] == "accepted":
-                state["best"] = d.get("candidate_val", state["best"])
-            console.print(
-                f"  [{color}]{e(d['status'])}[/{color}]: {e(d['reason'])}  "
-                f"(best val {state['best'] or 0:.3f})  {spend}"
-            )
-        elif kind == "finished":
-            console.print(f"[bold]finished[/bold]: {e(d['stop'])}; best {e(d['best'])}")
-
-    return show
+    return ProgressPrinter(quiet=as_json)
 
 
 def report_paths(run_dir: Path) -> dict[str, str]:

@@ -182,7 +182,7 @@ def check(
 
     Exit codes: 0 pass, 1 regression, 2 nothing to compare with or bad input.
     """
-    from fapo.gate import check as run_check
+    from fapo.gate import gate_check as run_check
     from fapo.gate import save_baseline as write_baseline
     from fapo.gate import write_junit
 

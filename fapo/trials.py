@@ -18,6 +18,7 @@ from typing import Any
 
 from fapo.artifacts import write_json, write_text
 from fapo.errors import FapoError
+from fapo.observers import Callback, TrialStarted
 from fapo.runtime import MODEL_SEED
 from fapo.settings import Settings
 
@@ -93,7 +94,7 @@ def run_trials(
     settings: Settings,
     *,
     shared_cache: bool = False,
-    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    on_event: Callback | None = None,
     run: Callable[..., Any] | None = None,
 ) -> TrialsResult:
     """Run trial 1..n (resuming those that exist when `options.resume`) and write the summary."""
@@ -118,12 +119,13 @@ def run_trials(
         opts = replace(options, run_id=rid, seed=seed0 + i - 1, resume=exists)
         s = settings if shared_cache else _trial_settings(settings, rid)
         if on_event:
-            on_event("trial", {"trial": i, "of": n, "run_id": rid})
+            on_event(TrialStarted(trial=i, of=n, run_id=rid))
         # The model's sampling seed moves with the trial (trial 1 samples like a plain run);
         # otherwise a noisy simulator would repeat trial 1's noise in every trial.
         token = MODEL_SEED.set(seed0 + i - 1)
         try:
-            r = run(t.root, opts, s, on_event=on_event) if on_event else run(t.root, opts, s)
+            # The loaded tenant itself, so a trial does not load (and validate) it again.
+            r = run(t, opts, s, callbacks=[on_event]) if on_event else run(t, opts, s)
         finally:
             MODEL_SEED.reset(token)
         out.runs.append(

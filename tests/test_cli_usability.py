@@ -136,16 +136,18 @@ def test_shell_completion_is_offered() -> None:
 
 
 def test_progress_lines_keep_brackets_and_do_not_wrap(capsys: pytest.CaptureFixture[str]) -> None:
+    from fapo.observers import LevelChanged, ProposalStarted
+
     show = live_printer(False)
     cause = "output breaks declared format (pattern [a-z_]+) [bold]not markup[/bold]"
-    show("propose", {"variant": "v004", "level": "prompt", "cause": cause})
-    long_reason = "candidate " + "gains nothing on the validation split " * 5 + "[p=0.5]"
-    show("decision", {"status": "rejected", "reason": long_reason, "budget": {"calls": 3}})
+    show(ProposalStarted(variant="v004", level="prompt", cause=cause))
+    why = "2 rejections at prompt level " + "because nothing helped on validation " * 5 + "[p=0.5]"
+    show(LevelChanged(level="parameter", why=why))
     err = capsys.readouterr().err
     assert f"v004 prompt: proposing a fix for {cause}\n" in err
     lines = err.splitlines()
     assert len(lines) == 2  # captured stderr is not a terminal: nothing re-wrapped at 80 columns
-    assert long_reason in lines[1] and len(lines[1]) > 200
+    assert why in lines[1] and len(lines[1]) > 200
 
 
 # -- 10: the run names both reports ----------------------------------------------------------
