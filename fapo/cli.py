@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fapo.cli_extra import ModelOpt
 from fapo.cli_extra import register as register_extra_commands
 from fapo.errors import FapoError
 
@@ -102,16 +103,18 @@ def eval_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Artifact folder (default: runs/<tenant>/eval-…).")
     ] = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate the tenant's current pipeline on a split, keeping every step of every example."""
     import time
 
     from fapo.evaluate import evaluate
+    from fapo.model_overrides import parse_overrides
     from fapo.tenant import load_tenant
 
     settings = _settings()
-    t = load_tenant(tenant, settings)
+    t = load_tenant(tenant, settings, parse_overrides(model))
     out = out or settings.runs_dir / t.name / f"eval-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
     bar, cb = progress_bar(f"{t.name} · {split}", not as_json)
     with bar:
@@ -205,11 +208,13 @@ def run(
     agent_timeout: Annotated[
         float | None, typer.Option(help="Agent wall-clock limit, seconds.")
     ] = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a tenant: baseline, then attribute → propose → review → compare until done."""
     from fapo.loop import RunOptions
     from fapo.loop import run as run_loop
+    from fapo.model_overrides import parse_overrides
 
     agent_overrides = {
         "model": agent_model,
@@ -231,6 +236,7 @@ def run(
         use_cache=not no_cache,
         seed=seed,
         agent_settings=agent_overrides,
+        models=parse_overrides(model),
     )
     if trials > 1:
         from fapo.trials import run_trials

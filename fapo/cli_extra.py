@@ -140,6 +140,16 @@ def promote(
     cli._emit({**r.as_dict(), "dry_run": dry_run}, as_json, text)
 
 
+#: `--model ROLE=SPEC` (repeatable) on eval, run, check and trials (fapo/model_overrides.py).
+ModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        help="ROLE=SPEC: run a model role on another model, e.g. task=local:smollm2 (repeatable).",
+    ),
+]
+
+
 def check(
     tenant: Annotated[str, typer.Argument(help="Tenant name or folder.")],
     against: Annotated[
@@ -164,14 +174,17 @@ def check(
     out: Annotated[
         Path | None, typer.Option(help="Artifact folder (default: runs/<tenant>/check-…).")
     ] = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Regression gate: re-evaluate; exit 1 when the score fell more than --max-drop below baseline."""
     from fapo.gate import check as run_check
     from fapo.gate import save_baseline as write_baseline
     from fapo.gate import write_junit
+    from fapo.model_overrides import parse_overrides
 
     cli = _cli()
+    models = parse_overrides(model)
     settings = cli._settings()
     bar, cb = cli.progress_bar(f"check {tenant} · {split}", not as_json)
     with bar:
@@ -186,6 +199,7 @@ def check(
             limit=limit,
             concurrency=concurrency,
             on_progress=cb,
+            models=models,
         )
     if junit:
         write_junit(junit, v)
@@ -199,7 +213,7 @@ def check(
             {"score": summary["mean"], "scores": summary["scores"]},
             v.tenant,
             split,
-            load_tenant(tenant, settings).fingerprint(),
+            load_tenant(tenant, settings, models).fingerprint(),
         )
     cli._emit(v.as_dict(), as_json, ("PASS " if v.ok else "FAIL ") + v.reason)
     if not v.ok:
@@ -258,10 +272,12 @@ def trials(
             help="Let trials share the call cache (then they are not independent).",
         ),
     ] = False,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """N independent runs with different seeds, reported as mean ± sd (what `fapo run --trials N` does)."""
     from fapo.loop import RunOptions
+    from fapo.model_overrides import parse_overrides
     from fapo.trials import run_trials
 
     if resume and not run_id:
@@ -278,6 +294,7 @@ def trials(
         },
         concurrency=concurrency,
         seed=seed,
+        models=parse_overrides(model),
     )
     res = run_trials(
         tenant,

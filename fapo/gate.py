@@ -217,6 +217,7 @@ def check(
     limit: int | None = None,
     concurrency: int | None = None,
     on_progress: Any = None,
+    models: dict[str, str] | None = None,
 ) -> Verdict:
     """Evaluate the tenant's current pipeline and compare with the baseline (no cache by default:
     a cached replay would hide exactly the model update the gate exists to catch)."""
@@ -225,7 +226,7 @@ def check(
 
     if not 0 <= max_drop <= 1:
         raise FapoError(f"--max-drop {max_drop}: use a score difference between 0 and 1")
-    t = load_tenant(tenant_ref, settings)
+    t = load_tenant(tenant_ref, settings, models)
     baseline = resolve_baseline(settings, t.name, against, split)
     out = out_dir or settings.runs_dir / t.name / f"check-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
     s = evaluate(

@@ -58,6 +58,7 @@ class RunOptions:
     use_cache: bool = True
     seed: int | None = None
     agent_settings: dict[str, Any] = field(default_factory=dict)  # CLI overrides (model, …)
+    models: dict[str, str] = field(default_factory=dict)  # localllm: --model ROLE=SPEC
 
 
 @dataclass
@@ -241,6 +242,7 @@ class Run:
                         "concurrency": self.options.concurrency,
                         "use_cache": self.options.use_cache,
                         "seed": self.seed,
+                        "models": self.options.models,  # localllm: --model overrides
                     },
                     "versions": {"fapo": __version__, "python": platform.python_version()},
                     "immutable": immutable,
@@ -606,4 +608,20 @@ def run(
     tenant: str | Path, options: RunOptions, settings: Settings | None = None, **kwargs: Any
 ) -> RunResult:
     """Library entry point of `fapo run`."""
-    return Run(load_tenant(tenant, settings), options, **kwargs).execute()
+    # localllm: --model ROLE=SPEC; a resumed run keeps the models it started with
+    options = replace(options, models=resumed_models(tenant, options, settings))
+    return Run(load_tenant(tenant, settings, options.models), options, **kwargs).execute()
+
+
+def resumed_models(
+    tenant: str | Path, options: RunOptions, settings: Settings | None
+) -> dict[str, str]:
+    """localllm: the `--model` overrides of this run: the command line's, else on `--resume` the
+    ones recorded in run.json (so a resumed run never silently switches model)."""
+    if options.models or not options.resume or not options.run_id:
+        return dict(options.models)
+    t = load_tenant(tenant, settings)
+    info = t.settings.runs_dir / t.name / options.run_id / "run.json"
+    if not info.is_file():
+        return {}
+    return dict((read_json(info).get("options") or {}).get("models") or {})
