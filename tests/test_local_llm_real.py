@@ -47,12 +47,12 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def local_project(tmp_path: Path) -> Path:
-    """A project with a copy of tenants/local-tickets cut to 4 train / 6 val / 4 test examples."""
+    """A project with a copy of tenants/local-tickets cut to 3 train / 4 val / 3 test examples."""
     dest = tmp_path / "tenants" / "local-tickets"
     shutil.copytree(
         REPO / "tenants" / "local-tickets", dest, ignore=shutil.ignore_patterns("__pycache__")
     )
-    for split, n in (("train", 4), ("val", 6), ("test", 4)):
+    for split, n in (("train", 3), ("val", 4), ("test", 3)):
         path = dest / "data" / f"{split}.jsonl"
         path.write_text("".join(path.read_text().splitlines(keepends=True)[:n]))
     (tmp_path / "fapo.toml").write_text(
@@ -101,8 +101,8 @@ def test_eval_through_the_real_server_records_usage_and_replays_from_cache(local
     pid = server_pid(first.stderr)
     assert not alive(pid), "the server outlived the command"
     s1 = json.loads(first.stdout)
-    assert (s1["n"], s1["calls"], s1["cache_hits"], s1["errors"]) == (6, 6, 0, 0)
-    assert s1["input_tokens"] > 6 * 20 and s1["output_tokens"] > 0  # real usage from llama.cpp
+    assert (s1["n"], s1["calls"], s1["cache_hits"], s1["errors"]) == (4, 4, 0, 0)
+    assert s1["input_tokens"] > 4 * 20 and s1["output_tokens"] > 0  # real usage from llama.cpp
     records = [json.loads(x) for x in (Path(s1["out"]) / "results.jsonl").read_text().splitlines()]
     calls = [c for r in records for s in r["steps"] for c in s["calls"]]
     assert {c["model"] for c in calls} == {"local:smollm2"}
@@ -112,14 +112,14 @@ def test_eval_through_the_real_server_records_usage_and_replays_from_cache(local
     second = fapo(local_project, "eval", "local-tickets", "--split", "val", "--json")
     assert second.returncode == 0, second.stderr
     s2 = json.loads(second.stdout)
-    assert (s2["calls"], s2["cache_hits"], s2["mean"]) == (0, 6, s1["mean"])
+    assert (s2["calls"], s2["cache_hits"], s2["mean"]) == (0, 4, s1["mean"])
     r2 = [json.loads(x) for x in (Path(s2["out"]) / "results.jsonl").read_text().splitlines()]
     assert [r["prediction"] for r in r2] == [r["prediction"] for r in records]
 
 
 def test_a_length_finish_is_recorded_as_truncation(local_project):
     params = local_project / "tenants" / "local-tickets" / "params.yaml"
-    params.write_text(params.read_text().replace("max_tokens: 48", "max_tokens: 4"))
+    params.write_text(params.read_text().replace("max_tokens: 16", "max_tokens: 4"))
     proc = fapo(local_project, "eval", "local-tickets", "--split", "val", "--json", "--no-cache")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
