@@ -609,19 +609,7 @@ def run(
 ) -> RunResult:
     """Library entry point of `fapo run`."""
     # localllm: --model ROLE=SPEC; a resumed run keeps the models it started with
+    from fapo.model_overrides import resumed_models
+
     options = replace(options, models=resumed_models(tenant, options, settings))
     return Run(load_tenant(tenant, settings, options.models), options, **kwargs).execute()
-
-
-def resumed_models(
-    tenant: str | Path, options: RunOptions, settings: Settings | None
-) -> dict[str, str]:
-    """localllm: the `--model` overrides of this run: the command line's, else on `--resume` the
-    ones recorded in run.json (so a resumed run never silently switches model)."""
-    if options.models or not options.resume or not options.run_id:
-        return dict(options.models)
-    t = load_tenant(tenant, settings)
-    info = t.settings.runs_dir / t.name / options.run_id / "run.json"
-    if not info.is_file():
-        return {}
-    return dict((read_json(info).get("options") or {}).get("models") or {})

@@ -127,8 +127,9 @@ def test_eval_model_override_changes_the_model_called(project) -> None:
 
 
 def test_run_records_and_resume_keeps_model_overrides(project) -> None:
-    from fapo.loop import RunOptions, resumed_models
+    from fapo.loop import RunOptions
     from fapo.loop import run as run_loop
+    from fapo.model_overrides import resumed_models
 
     opts = RunOptions(
         agent="builtin",

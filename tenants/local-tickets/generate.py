@@ -72,7 +72,7 @@ def main() -> None:
     items = [(team, t) for team, ts in TEMPLATES.items() for t in ts]
     pool = [{"team": team, "text": fill(t, rng)} for team, t in items]
     splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
-    sizes = {"train": 16, "val": 24, "test": 24}
+    sizes = {"train": 8, "val": 12, "test": 12}
     for split, size in sizes.items():
         chosen = rng.sample(items, size)
         for i, (team, t) in enumerate(chosen):
