@@ -61,7 +61,7 @@ def local_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def fapo(root: Path, *args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
+def fapo(root: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fapo", *args],
         cwd=root,
