@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fapo.artifacts import write_text
-from fapo.report import collect_run, write_report
+from fapo.report import COST_ROWS, collect_run, cost_ratio, per_example, write_report
 
 STATUS_COLORS = {
     "accepted": "#1a7f37",
@@ -93,32 +93,24 @@ def trajectory(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def step_failures(run_dir: Path, info: dict[str, Any], best: str) -> dict[str, Any]:
     """Failing val examples of baseline and final, per step and cause (the attribution ladder).
 
-    The ladder is deterministic and reads only recorded traces plus the tenant's checks, so it can
-    run at report time on val (for humans; agents never see val). Falls back to the recorded train
-    attribution when the tenant folder is gone.
+    The run saves the ladder's val attribution of baseline and final when it finishes
+    (`attribution-val.json`; for humans, agents never see val), so the report neither re-runs the
+    ladder nor needs the tenant folder. Falls back to the recorded train attribution.
     """
-    out: dict[str, Any] = {"split": "val", "note": "", "by_variant": {}}
-    try:
-        from fapo.attribute import attribute
-        from fapo.tenant import load_tenant
-
-        tenant = load_tenant(Path(info["root"]))
-        for vid in dict.fromkeys(["v000", best]):
-            res = run_dir / "variants" / vid / "eval" / "val" / "results.jsonl"
-            out["by_variant"][vid] = attribute(tenant, res, split="val") if res.is_file() else None
-        return out
-    except Exception as exc:  # a moved tenant must not stop the report
-        out["split"] = "train"
-        out["note"] = (
-            f"val breakdown unavailable ({type(exc).__name__}: {exc}); "
-            "showing the recorded train attribution"
-        )
-    for vid in dict.fromkeys(["v000", best]):
-        path = run_dir / "variants" / vid / "attribution.json"
-        out["by_variant"][vid] = (
-            json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        )
-    return out
+    ends = list(dict.fromkeys(["v000", best]))
+    saved = {vid: run_dir / "variants" / vid / "attribution-val.json" for vid in ends}
+    split, note = "val", ""
+    if not all(p.is_file() for p in saved.values()):
+        split, note = "train", "val breakdown not recorded; showing the recorded train attribution"
+        saved = {vid: run_dir / "variants" / vid / "attribution.json" for vid in ends}
+    return {
+        "split": split,
+        "note": note,
+        "by_variant": {
+            vid: json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+            for vid, p in saved.items()
+        },
+    }
 
 
 STAGES = {
@@ -174,38 +166,6 @@ def spend_by_stage(events_path: Path) -> list[dict[str, Any]]:
         r["agent_usd"] += b.get("agent_usd", 0.0) - prev["agent_usd"]
         prev = {k: b.get(k, 0) for k in prev}
     return [{"stage": k, **v} for k, v in rows.items()]
-
-
-def per_example(results: Path) -> dict[str, float] | None:
-    """Mean latency, model calls (cache hits included) and tokens per example record.
-
-    Read from the call records, not the summary, so cached calls still count their tokens: the
-    point is what the pipeline costs to run, not what this run happened to pay.
-    """
-    if not results.is_file():
-        return None
-    n = 0
-    latency = calls = tokens = cost = 0.0
-    for line in results.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
-        n += 1
-        latency += rec.get("latency_s") or 0.0
-        for s in rec.get("steps", []):
-            for c in s.get("calls", []):
-                calls += 1
-                tokens += (c.get("input_tokens") or 0) + (c.get("output_tokens") or 0)
-                cost += c.get("cost_usd") or 0.0
-    if not n:
-        return None
-    return {
-        "latency_ms": 1000 * latency / n,
-        "calls": calls / n,
-        "tokens": tokens / n,
-        "usd": cost / n,
-        "records": n,
-    }
 
 
 def _final_diff(run_dir: Path, best: str) -> str:
@@ -542,13 +502,8 @@ def _cost_section(pe: dict[str, Any], best: str) -> str:
     if not b or not f:
         return "<p>Per-example records are missing for the baseline or the final variant.</p>"
     rows, trs = [], []
-    for key, label, nd in (
-        ("latency_ms", "latency (ms, mean)", 1),
-        ("calls", "model calls", 2),
-        ("tokens", "tokens", 1),
-        ("usd", "USD", 6),
-    ):
-        ratio = f[key] / b[key] if b[key] else (1.0 if f[key] == b[key] else math.inf)
+    for key, label, nd in COST_ROWS:
+        ratio = cost_ratio(b[key], f[key])
         flag = ' <b class="warn">≥2×</b>' if ratio >= 2 and math.isfinite(ratio) else ""
         rows.append(
             [

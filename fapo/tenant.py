@@ -81,7 +81,7 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
         raise FapoError(f"{where}: malformed YAML ({problem}); fix the syntax") from None
 
 
-def parse_spec(path: Path) -> TenantSpec:
+def read_tenant_spec(path: Path) -> TenantSpec:
     if not path.is_file():
         raise FapoError(f"{path}: not found; a tenant folder needs tenant.yaml (try `fapo init`)")
     text = path.read_text(encoding="utf-8")
@@ -350,5 +350,5 @@ def load_tenant(
 
     settings = settings or load_settings()
     root = resolve_tenant_dir(str(name_or_path), settings)
-    spec = apply_overrides(parse_spec(root / "tenant.yaml"), models)
+    spec = apply_overrides(read_tenant_spec(root / "tenant.yaml"), models)
     return Tenant(root=root, spec=spec, settings=settings, files=_read_mutable(root))

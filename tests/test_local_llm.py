@@ -127,21 +127,31 @@ def test_eval_model_override_changes_the_model_called(project) -> None:
 
 
 def test_run_records_and_resume_keeps_model_overrides(project) -> None:
-    from fapo.loop import RunOptions
-    from fapo.loop import run as run_loop
-    from fapo.model_overrides import resumed_models
-
-    opts = RunOptions(
-        agent="builtin",
-        run_id="ov",
-        budget={"max_variants": 1},
-        models={"task": "sim:other"},
-    )
-    result = run_loop("demo-qa", opts, project)
     import json
 
-    info = json.loads((result.run_dir / "run.json").read_text())
+    from fapo.loop import RunOptions
+    from fapo.model_overrides import resumed_models
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "fapo", "run", "demo-qa", "--agent", "builtin", "--json"]
+        + ["--budget-variants", "1", "--run-id", "ov", "--model", "task=sim:other"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_dir = project.runs_dir / "demo-qa" / "ov"
+    info = json.loads((run_dir / "run.json").read_text())
     assert info["options"]["models"] == {"task": "sim:other"}
     assert info["spec"]["models"]["task"] == "sim:other"
+    calls = [
+        json.loads(line)
+        for line in (run_dir / "variants" / "v000" / "eval" / "val" / "results.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert {c["model"] for r in calls for s in r["steps"] for c in s["calls"]} == {"sim:other"}
     resumed = RunOptions(run_id="ov", resume=True)
     assert resumed_models("demo-qa", resumed, project) == {"task": "sim:other"}
+    assert resumed_models("demo-qa", RunOptions(run_id="nope", resume=True), project) == {}
