@@ -39,6 +39,7 @@ class RunOptions:
     use_cache: bool = True
     seed: int | None = None
     agent_settings: dict[str, Any] = field(default_factory=dict)  # CLI overrides (model, …)
+    models: dict[str, str] = field(default_factory=dict)  # localllm: --model ROLE=SPEC
 
 
 def agent_kind(tenant: Tenant, options: RunOptions) -> str:
@@ -113,6 +114,7 @@ def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:
                     "concurrency": run.options.concurrency,
                     "use_cache": run.options.use_cache,
                     "seed": run.seed,
+                    "models": run.options.models,  # localllm: --model overrides
                 },
                 "versions": {"fapo": __version__, "python": platform.python_version()},
                 "immutable": immutable,
