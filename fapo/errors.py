@@ -14,6 +14,16 @@ class FapoError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+class ProviderOutage(FapoError):
+    """A model provider failed a window of calls for infrastructure reasons (auth, 5xx after
+    retries, connection, timeout): the run stops with this one-line reason and stays resumable.
+
+    Exit code 3, not 2: nothing the user wrote is wrong; rerun (or `--resume`) when it recovers.
+    """
+
+    exit_code = 3
+
+
 class BudgetExhausted(Exception):
     """Raised inside the loop when a budget limit is reached; the run stops cleanly."""
 

@@ -28,11 +28,11 @@ from fapo.attribute import attribute, traces_for
 from fapo.budget import Budget
 from fapo.cache import CallCache
 from fapo.compare import AcceptanceRule, PairedImprovement
-from fapo.errors import BudgetExhausted, FapoError
+from fapo.errors import BudgetExhausted, FapoError, ProviderOutage  # modellayer: +ProviderOutage
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.events import EventLog
-from fapo.llm import Meter
+from fapo.llm import Meter, record_outage  # modellayer: +record_outage
 from fapo.review import LeakIndex, review_in_code
 from fapo.settings import Settings
 from fapo.spec import BudgetSpec
@@ -562,6 +562,11 @@ class Run:
                 state = nxt
         except BudgetExhausted as exc:
             stop = exc.reason
+        # --- modellayer (issue 14): a provider outage stops the run resumable, not finished ---
+        except ProviderOutage as exc:
+            record_outage(self.dir, exc)
+            raise
+        # --- end modellayer ---
         return self._finish(stop, accepted)
 
     def _finish(self, stop: str, accepted: list[str]) -> RunResult:
