@@ -342,6 +342,7 @@ class _Attempts:
     tin: int = 0
     tout: int = 0
     usd: float = 0.0
+    last: tuple[int, int] = (0, 0)  # tokens of the latest attempt (the answer, on success)
 
     def before(self) -> None:
         if self.model.meter is not None:
@@ -368,6 +369,7 @@ class _Attempts:
         price = self.model.price
         usd = (tin * price[0] + tout * price[1]) / 1e6 if price else 0.0
         self.tin, self.tout, self.usd = self.tin + tin, self.tout + tout, self.usd + usd
+        self.last = (tin, tout)
         if self.model.meter is not None:
             self.model.meter.settle(tin=tin, tout=tout, usd=usd, failure=kind)
         return kind, wait, detail[:2000]
@@ -391,7 +393,7 @@ class _Attempts:
         return err
 
     def succeed(self, key: str, result: ChatResult) -> ChatResult:
-        from fapo.models import finish_reason_of, usage_of
+        from fapo.models import finish_reason_of
 
         m = self.model
         if m.meter is not None:
@@ -400,7 +402,7 @@ class _Attempts:
         msg = result.generations[0].message
         finish = finish_reason_of(result)
         if m.call_cache is not None:
-            tin, tout = usage_of(result)
+            tin, tout = self.last
             m.call_cache.put(
                 key,
                 {
@@ -410,7 +412,15 @@ class _Attempts:
                     "response_metadata": {"finish_reason": finish, "fapo_capped": capped},
                 },
             )
-        return m.report(result, hit=False, attempts=self.n, usd=self.usd, capped=capped)
+        return m.report(
+            result,
+            hit=False,
+            attempts=self.n,
+            usd=self.usd,
+            capped=capped,
+            finish=finish,
+            tokens=self.last,
+        )
 
 
 class InstrumentedChatModel(BaseChatModel):
@@ -467,20 +477,36 @@ class InstrumentedChatModel(BaseChatModel):
         if self.meter is not None:
             self.meter.hit()
         return self.report(
-            result, hit=True, attempts=0, usd=0.0, capped=bool(meta.get("fapo_capped"))
+            result,
+            hit=True,
+            attempts=0,
+            usd=0.0,
+            capped=bool(meta.get("fapo_capped")),
+            finish=meta.get("finish_reason"),
+            tokens=(hit["input_tokens"], hit["output_tokens"]),
         )
 
     def report(
-        self, result: ChatResult, *, hit: bool, attempts: int, usd: float, capped: bool
+        self,
+        result: ChatResult,
+        *,
+        hit: bool,
+        attempts: int,
+        usd: float,
+        capped: bool,
+        finish: str | None,
+        tokens: tuple[int, int],
     ) -> ChatResult:
-        """The answer with what the callback handler records about it in `llm_output`."""
+        """The answer with what the callback handler records about it in `llm_output` (finish
+        reason and tokens included, so the handler need not re-parse the answer)."""
         fapo = {
-            "spec": self.spec,
-            "settings": self.call_settings,
             "cache_hit": hit,
             "attempts": attempts,
             "cost_usd": usd,
             "capped": capped,
+            "finish_reason": finish,
+            "input_tokens": tokens[0],
+            "output_tokens": tokens[1],
         }
         return ChatResult(
             generations=result.generations, llm_output={**(result.llm_output or {}), "fapo": fapo}

@@ -239,7 +239,14 @@ def _reply(req) -> Reply:
 
 
 def _project(
-    root: Path, provider: str, api: FakeAPI, n: int, *, rps: float = 0, retries: int = 2
+    root: Path,
+    provider: str,
+    api: FakeAPI,
+    n: int,
+    *,
+    rps: float = 0,
+    retries: int = 2,
+    cap: int = 100_000,
 ) -> Path:
     base = api.openai_base if provider == "openai" else api.url
     key = "openai-compatible" if provider == "openai" else "anthropic"
@@ -247,6 +254,7 @@ def _project(
         '[paths]\ntenants = "tenants"\nruns = "runs"\ncache = ".fapo/cache.sqlite"\n'
         f'[rate_limits]\n"{key}" = {rps}\n'
         f"[model_calls]\nretry_base_s = 0.01\nmax_retries = {retries}\noutage_after = 5\n"
+        f"max_output_chars = {cap}\n"
         f'[prices]\n"{provider}:fake@{base}" = {{ input = 1.0, output = 2.0 }}\n'
     )
     t = root / "tenants" / "tiny"
@@ -327,6 +335,27 @@ def test_fapo_eval_under_seeded_faults_meters_every_attempt(provider: str, tmp_p
         by_question = {r["inputs"]["question"]: r["id"] for r in records}
         assert {by_question[q] for q in asked} == failed_ids
         assert json.loads((out2 / "summary.json").read_text())["errors"] == 0
+
+
+def test_huge_answers_are_capped_and_stored_once_per_step(tmp_path: Path) -> None:
+    with FakeAPI(_reply) as api:
+        _project(tmp_path, "anthropic", api, 3, cap=5000)
+        api.fail_when("", catalogue(TIMEOUT_S)["huge_output"])  # 2 MB answers
+        out = tmp_path / "e"
+        res = _fapo(tmp_path, "eval", "tiny", "--split", "val", "--out", str(out), "--json")
+        assert res.returncode == 0, res.stderr[-2000:]
+    lines = (out / "results.jsonl").read_text().splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"]["answer"]["truncated"] == 3  # a capped answer counts as truncated
+    for line in lines:
+        rec = json.loads(line)
+        (call,) = rec["steps"][0]["calls"]
+        assert call["capped"] and call["finish_reason"] == "length"
+        assert call["output"] is None and call["output_in_update"] == "answer"
+        assert len(rec["steps"][0]["update"]["answer"]) == 5000
+        # the step's update and the row's prediction: 2 copies of 5,000 characters, not
+        # 3 copies of 2 MB (6.5 MB a row before)
+        assert line.count("x" * 5000) == 2 and len(line) < 14_000
 
 
 def test_rate_limit_holds_at_the_server_with_retries(tmp_path: Path) -> None:

@@ -163,3 +163,78 @@ def test_step_records_match_the_langgraph_task_stream(
                 assert c["node"] == s["step"] and c["messages"] and not c["cache_hit"]
                 assert c["attempts"] == 1 and c["error"] is None
     assert n_calls >= 8
+
+
+def test_langsmith_from_its_environment_receives_the_labelled_runs(
+    project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangSmith's tracer, switched on by its own variables, posts the same labelled runs (to a
+    loopback stand-in for its API that answers /info and keeps /runs/batch bodies)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posted: list[dict[str, Any]] = []
+    info = {
+        "version": "0.10.0",
+        "batch_ingest_config": {
+            "use_multipart_endpoint": False,
+            "size_limit": 100,
+            "size_limit_bytes": 20_971_520,
+            "scale_up_qsize_trigger": 1000,
+            "scale_up_nthreads_limit": 16,
+            "scale_down_nempty_trigger": 4,
+        },
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _ok(self, data: bytes = b"{}") -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._ok(json.dumps(info).encode())
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.endswith("/runs/batch"):
+                posted.extend(json.loads(body).get("post") or [])
+            self._ok()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    for name in ("LANGCHAIN_TRACING_V2", "LANGCHAIN_ENDPOINT", "LANGCHAIN_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("LANGSMITH_API_KEY", "test-key")
+    from langsmith import run_trees
+    from langsmith import utils as ls_utils
+
+    # langsmith caches its environment and client per process: start from this test's
+    monkeypatch.setattr(run_trees, "_CLIENT", None)
+    ls_utils.get_env_var.cache_clear()
+    try:
+        from langchain_core.tracers.langchain import wait_for_all_tracers
+
+        tenant = load_tenant(project.tenants_dir / "demo-qa", project)
+        evaluate(tenant, "val", limit=3, use_cache=False, variant="v009")
+        wait_for_all_tracers()
+    finally:
+        server.shutdown()
+        server.server_close()
+        ls_utils.get_env_var.cache_clear()  # monkeypatch restores the variables after this
+    roots = [r for r in posted if not r.get("parent_run_id")]
+    ids = [ex.id for ex in tenant.examples("val")][:3]
+    assert sorted(r["extra"]["metadata"]["example_id"] for r in roots) == sorted(ids)
+    for r in roots:
+        assert r["name"] == "fapo:demo-qa" and "variant:v009" in r["tags"]
+        assert r["extra"]["metadata"]["split"] == "val"
+    assert any(r["run_type"] == "llm" for r in posted)  # the model calls are traced too
