@@ -620,16 +620,3 @@ class ModelFactory:
             outage_after=conf.outage_after,
             cache=False,
         )
-
-
-def record_outage(run_dir: Any, error: ProviderOutage) -> None:
-    """Mark a run stopped by a provider outage in its run.json: status `interrupted` (not
-    `finished`, so `fapo run --resume` continues it) with the one-line reason."""
-    from pathlib import Path
-
-    from fapo.artifacts import read_json, write_json
-
-    path = Path(run_dir) / "run.json"
-    info = read_json(path) if path.is_file() else {}
-    info.update(status="interrupted", stop_reason=str(error), stopped=time.time())
-    write_json(path, info)
