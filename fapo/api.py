@@ -96,8 +96,10 @@ def evaluate(
     limit: int | None = None,
     concurrency: int | None = None,
     use_cache: bool = True,
+    callbacks: Sequence[Any] = (),
 ) -> EvalSummary:
-    """Evaluate the tenant's current files on `split` (train, val or test)."""
+    """Evaluate the tenant's current files on `split` (train, val or test). `callbacks`:
+    LangChain callback handlers that see every example's labelled run (docs/model-calls.md)."""
     from fapo.cache import CallCache
     from fapo.evaluate import evaluate as run_eval
 
@@ -113,6 +115,7 @@ def evaluate(
             concurrency=concurrency,
             cache=cache,
             use_cache=use_cache,
+            callbacks=callbacks,
         )
     finally:
         if cache is not None:

@@ -163,6 +163,8 @@ def attribute(tenant: Tenant, results: Path, split: str = "train") -> dict[str, 
         n += 1
         if rec["score"] >= FAIL_BELOW:
             continue
+        if (rec.get("error") or {}).get("infrastructure"):  # provider down: not the chain's fault
+            continue
         failures += 1
         c = classify(tenant, rec, examples[rec["id"]])
         groups.setdefault((c.step, c.cause, c.level), []).append((rec["id"], c.confidence))
@@ -190,6 +192,8 @@ def traces_for(
     results: Path, ids: Sequence[str], limit: int = 5, max_chars: int = 1500
 ) -> list[dict[str, Any]]:
     """Compact train traces for a brief: steps with their updates and model outputs, label, score."""
+    from fapo.tracing import call_output  # a call's output may be stored in its step's update
+
     wanted = set(ids[:limit])
     out = []
     for rec in iter_results(results):
@@ -206,7 +210,7 @@ def traces_for(
                                 "prompt": str(c["messages"][-1]["content"])[:max_chars]
                                 if c["messages"]
                                 else "",
-                                "output": str(c.get("output"))[:max_chars],
+                                "output": str(call_output(s, c))[:max_chars],
                                 "finish_reason": c.get("finish_reason"),
                             }
                             for c in s.get("calls", [])

@@ -62,6 +62,7 @@ class Budget:
     def restore(self, snap: dict[str, Any]) -> None:
         m = self.meter
         m.calls, m.cache_hits = snap["calls"], snap["cache_hits"]
+        m.failed_calls = snap.get("failed_calls", 0)  # absent in runs before issue 14
         m.input_tokens, m.output_tokens = snap["input_tokens"], snap["output_tokens"]
         m.cost_usd = snap["cost_usd"]
         self.variants, self.agent_usd = snap["variants"], snap["agent_usd"]

@@ -14,6 +14,30 @@ class FapoError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+class ProviderOutage(FapoError):
+    """A model provider failed a window of calls for infrastructure reasons (auth, 5xx after
+    retries, connection, timeout): the run stops with this one-line reason and stays resumable.
+
+    Exit code 3, not 2: nothing the user wrote is wrong; rerun (or `--resume`) when it recovers.
+    """
+
+    exit_code = 3
+
+    def recorded_in(self, run_dir: Any) -> ProviderOutage:
+        """Mark the run stopped by this outage in its run.json: status `interrupted` (not
+        `finished`, so `fapo run --resume` continues it) with this one-line reason."""
+        import time
+        from pathlib import Path
+
+        from fapo.artifacts import read_json, write_json
+
+        path = Path(run_dir) / "run.json"
+        info = read_json(path) if path.is_file() else {}
+        info.update(status="interrupted", stop_reason=str(self), stopped=time.time())
+        write_json(path, info)
+        return self
+
+
 class BudgetExhausted(Exception):
     """Raised inside the loop when a budget limit is reached; the run stops cleanly."""
 

@@ -13,20 +13,24 @@ import gc
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fapo.artifacts import write_json, write_text
 from fapo.cache import CallCache
 from fapo.data import count_rows
-from fapo.errors import BudgetExhausted
-from fapo.llm import Meter, ModelFactory, Recorder
+from fapo.errors import BudgetExhausted, ProviderOutage
+from fapo.llm import Meter, ModelCallError, ModelFactory
 from fapo.records import Example
-from fapo.runtime import RECORDER, REPEAT
+from fapo.runtime import REPEAT
 from fapo.stats import bootstrap_ci, mean, percentile
 from fapo.tenant import Tenant
+from fapo.tracing import StepRecorder, jsonable
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 
 @dataclass
@@ -49,6 +53,10 @@ class EvalSummary:
     latency_p95_s: float
     scores: dict[str, float] = field(default_factory=dict)  # per example (mean over repeats)
     fingerprint: str = ""
+    # `calls` counts HTTP attempts (retries and failures included); of those, how many failed
+    failed_calls: int = 0
+    call_errors: dict[str, int] = field(default_factory=dict)  # calls failed after retries, by kind
+    infra_errors: int = 0  # examples lost to provider infrastructure (never the agent's to fix)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,80 +66,92 @@ class EvalSummary:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return json.loads(json.dumps(value, default=str))
-
-
 def _prediction_of(state: dict[str, Any], key: str) -> Any:
     return state.get(key)
 
 
-async def _run_example(app: Any, tenant: Tenant, ex: Example, index: int, repeat: int) -> dict:
-    """One example, one repeat: stream tasks to get each step's update, timing and error."""
-    rec = Recorder()
-    RECORDER.set(rec)
+def _infrastructure_error(exc: BaseException) -> ModelCallError | None:
+    """The ModelCallError behind a step's exception (a chain may wrap it), if it was caused by
+    the provider's infrastructure rather than by anything the chain did."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ModelCallError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """What every traced run of one evaluation is labelled with (LangSmith, user callbacks)."""
+
+    tenant: str
+    variant: str
+    split: str
+    concurrency: int
+    callbacks: tuple[Any, ...]
+
+    def config(self, ex: Example, repeat: int, recorder: StepRecorder) -> RunnableConfig:
+        return {
+            "run_name": f"fapo:{self.tenant}",
+            "tags": [f"tenant:{self.tenant}", f"variant:{self.variant}", f"split:{self.split}"],
+            "metadata": {
+                "tenant": self.tenant,
+                "variant": self.variant,
+                "split": self.split,
+                "example_id": ex.id,
+                "repeat": repeat,
+            },
+            "max_concurrency": self.concurrency,
+            "callbacks": [recorder, *self.callbacks],
+        }
+
+
+async def _run_example(
+    app: Any, tenant: Tenant, ex: Example, index: int, repeat: int, labels: _Labels
+) -> dict:
+    """One example, one repeat: the graph runs under a labelled RunnableConfig whose callback
+    handler (fapo.tracing.StepRecorder) records each step's update, timing, error and calls."""
     REPEAT.set(repeat)
-    steps: list[dict[str, Any]] = []
-    open_tasks: dict[str, tuple[int, float]] = {}
+    t0 = time.perf_counter()
+    rec = StepRecorder(t0)
     state: dict[str, Any] = dict(ex.inputs)
     error = None
-    t0 = time.perf_counter()
     try:
-        async for mode, ev in app.astream(dict(ex.inputs), stream_mode=["tasks", "values"]):
-            now = time.perf_counter()
-            if mode == "values":
-                state = ev
-            elif "input" in ev:  # a step started
-                open_tasks[ev["id"]] = (len(steps), now)
-                steps.append(
-                    {
-                        "step": ev["name"],
-                        "task": ev["id"],
-                        "start_s": now - t0,
-                        "duration_s": None,
-                        "update": None,
-                        "error": None,
-                        "calls": [],
-                    }
-                )
-            else:  # a step finished
-                i, started = open_tasks.pop(ev["id"], (None, now))
-                if i is None:
-                    continue
-                steps[i]["duration_s"] = now - started
-                steps[i]["update"] = _jsonable(ev.get("result"))
-                if ev.get("error") is not None:
-                    err = ev["error"]
-                    steps[i]["error"] = f"{type(err).__name__}: {err}"
-    except BudgetExhausted:
+        out = await app.ainvoke(dict(ex.inputs), labels.config(ex, repeat, rec))
+        if isinstance(out, dict):
+            state = out
+    except (BudgetExhausted, ProviderOutage):
         raise
     except Exception as exc:
+        steps = rec.steps
         failing = next((s["step"] for s in steps if s["error"]), None)
         if failing is None:
             failing = next((s["step"] for s in reversed(steps) if s["duration_s"] is None), None)
-        error = {"step": failing, "type": type(exc).__name__, "message": str(exc)[:2000]}
-    by_task = {s["task"]: s for s in steps}
-    for call in rec.calls:
-        target = by_task.get(call.pop("task", None)) or next(
-            (s for s in reversed(steps) if s["step"] == call["node"]), None
-        )
-        if target is None:  # a call outside any streamed task (should not happen): keep it
-            target = {
-                "step": call["node"] or "?",
-                "start_s": None,
-                "duration_s": None,
-                "update": None,
-                "error": None,
-                "calls": [],
-            }
-            steps.append(target)
-        target["calls"].append(call)
-    for s in steps:
-        s.pop("task", None)
+        call_error = _infrastructure_error(exc)
+        error = {
+            "step": failing,
+            "type": type(exc).__name__,
+            "message": str(exc)[:2000],
+            # typed cause: a model-call failure kind (fapo.llm.CallErrorKind) or None for code
+            "kind": call_error.kind.value if call_error else None,
+            "infrastructure": bool(call_error and call_error.infrastructure),
+        }
+    steps = rec.steps
+    if rec.orphan_calls:  # calls outside any step (a model called outside the graph): kept
+        for call in rec.orphan_calls:
+            steps.append(
+                {
+                    "step": call["node"] or "?",
+                    "start_s": None,
+                    "duration_s": None,
+                    "update": None,
+                    "error": None,
+                    "calls": [call],
+                }
+            )
     prediction = None if error else _prediction_of(state, tenant.spec.prediction)
     score = tenant.scorer(ex, prediction)
     calls = [c for s in steps for c in s["calls"]]
@@ -142,12 +162,13 @@ async def _run_example(app: Any, tenant: Tenant, ex: Example, index: int, repeat
         "inputs": ex.inputs,
         "label": ex.label,
         "steps": steps,
-        "prediction": _jsonable(prediction),
+        "prediction": jsonable(prediction),
         "score": score.value,
-        "details": _jsonable(score.details),
+        "details": jsonable(score.details),
         "error": error,
         "latency_s": time.perf_counter() - t0,
-        "calls": sum(not c["cache_hit"] for c in calls),
+        # HTTP attempts (retries included) of this example's calls that missed the cache
+        "calls": sum(c["attempts"] for c in calls if not c["cache_hit"]),
         "cache_hits": sum(c["cache_hit"] for c in calls),
         "tokens": sum(c["input_tokens"] + c["output_tokens"] for c in calls if not c["cache_hit"]),
         "cost_usd": sum(c["cost_usd"] for c in calls),
@@ -160,7 +181,8 @@ class _Aggregate:
     def __init__(self) -> None:
         self.per_example: dict[str, list[float]] = {}
         self.index: dict[str, int] = {}  # dataset position, so summaries do not depend on timing
-        self.errors = 0
+        self.errors = self.infra_errors = 0
+        self.call_errors: dict[str, int] = {}
         self.latencies: list[float] = []
         self.steps: dict[str, dict[str, Any]] = {}
 
@@ -172,6 +194,7 @@ class _Aggregate:
         self.latencies.append(r["latency_s"])
         if r["error"]:
             self.errors += 1
+            self.infra_errors += bool(r["error"].get("infrastructure"))
         for s in r["steps"]:
             st = self.steps.setdefault(
                 s["step"],
@@ -182,7 +205,10 @@ class _Aggregate:
             if s.get("duration_s") is not None:
                 st["times"].append(s["duration_s"])
             for c in s.get("calls", []):
-                st["calls"] += not c["cache_hit"]
+                if c.get("error_kind"):
+                    kind = c["error_kind"]
+                    self.call_errors[kind] = self.call_errors.get(kind, 0) + 1
+                st["calls"] += 0 if c["cache_hit"] else c.get("attempts", 1)
                 st["tokens"] += 0 if c["cache_hit"] else c["input_tokens"] + c["output_tokens"]
                 st["truncated"] += c["finish_reason"] == "length"
         if (
@@ -210,11 +236,20 @@ def _summary_md(tenant: Tenant, s: EvalSummary) -> str:
         "",
         f"- Mean score: **{s.mean:.3f}** (95% bootstrap CI {s.ci_low:.3f}–{s.ci_high:.3f}), "
         f"n={s.n}, repeats={s.repeats}",
-        f"- Errors: {s.errors}",
-        f"- Model calls: {s.calls} issued, {s.cache_hits} from cache; tokens "
-        f"{s.input_tokens + s.output_tokens}; cost ${s.cost_usd:.4f}",
+        f"- Errors: {s.errors}"
+        + (f" ({s.infra_errors} from provider infrastructure)" if s.infra_errors else ""),
+        f"- Model calls: {s.calls} HTTP attempts ({s.failed_calls} failed), {s.cache_hits} from "
+        f"cache; tokens {s.input_tokens + s.output_tokens}; cost ${s.cost_usd:.4f}",
         f"- Latency per example: p50 {s.latency_p50_s * 1000:.1f} ms, "
         f"p95 {s.latency_p95_s * 1000:.1f} ms; wall {s.wall_s:.2f} s",
+        *(
+            [
+                "- Calls failed after retries: "
+                + ", ".join(f"{k} {v}" for k, v in s.call_errors.items())
+            ]
+            if s.call_errors
+            else []
+        ),
         "",
         "| step | runs | errors | truncated | calls | tokens | p50 ms | p95 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -254,8 +289,15 @@ async def aevaluate(
     repeats: int = 1,
     meter: Meter | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    callbacks: Sequence[Any] = (),
+    variant: str | None = None,
 ) -> EvalSummary:
-    """Evaluate `tenant` (a variant) on `split`. See module docstring."""
+    """Evaluate `tenant` (a variant) on `split`. See module docstring.
+
+    `callbacks`: LangChain callback handlers that receive every example's graph run, labelled
+    (run name `fapo:<tenant>`, tags tenant/variant/split, metadata with the example id and
+    repeat); LangSmith joins through its own environment variables. `variant` names the variant
+    in those labels (default: `fp-` and the first 8 characters of its fingerprint)."""
     concurrency = concurrency or tenant.spec.concurrency or tenant.settings.defaults.concurrency
     own_cache = None
     if cache is None and use_cache:
@@ -276,6 +318,13 @@ async def aevaluate(
         if limit is None or i < limit
         for r in range(repeats)
     )
+    labels = _Labels(
+        tenant.name,
+        variant or f"fp-{tenant.fingerprint()[:8]}",
+        split,
+        concurrency,
+        tuple(callbacks),
+    )
     agg = _Aggregate()
     partial = out_dir / "results.jsonl.partial" if out_dir else None
     fh = None
@@ -292,7 +341,7 @@ async def aevaluate(
             if failure is not None:
                 return
             try:
-                record = await _run_example(app, tenant, ex, i, r)
+                record = await _run_example(app, tenant, ex, i, r, labels)
             except BaseException as exc:  # budget or scorer contract: stop everything
                 failure = failure or exc
                 return
@@ -341,6 +390,9 @@ async def aevaluate(
         latency_p95_s=percentile(agg.latencies, 0.95),
         scores=scores,
         fingerprint=tenant.fingerprint(),
+        failed_calls=after["failed_calls"] - before["failed_calls"],
+        call_errors=dict(sorted(agg.call_errors.items())),
+        infra_errors=agg.infra_errors,
     )
     if out_dir:
         write_json(out_dir / "summary.json", summary.as_dict())

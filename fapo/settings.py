@@ -39,6 +39,21 @@ class AgentSettings(_Strict):
     pass_env: list[str] = Field(default_factory=list)  # extra variables the agent may see
 
 
+class ModelCalls(_Strict):
+    """`[model_calls]`: how fapo retries, caps and watches task-model calls (see fapo/llm.py)."""
+
+    # Characters of one model answer kept (passed to the chain, cached, recorded); the rest is
+    # cut and the call marked capped. A 2 MB answer stored per step made 6.5 MB results rows.
+    max_output_chars: int = Field(100_000, ge=1)
+    # Retries after the first attempt, unless the chain passes `max_retries` to ctx.llm().
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_base_s: float = Field(0.5, ge=0)  # exponential backoff base (Retry-After wins)
+    retry_max_s: float = Field(30.0, gt=0)  # no single wait longer than this
+    # Calls in a row (after their retries) failed for infrastructure reasons before the run
+    # stops as a provider outage.
+    outage_after: int = Field(5, ge=1)
+
+
 class Settings(_Strict):
     root: Path = Path(".")
     defaults: Defaults = Defaults()
@@ -46,6 +61,7 @@ class Settings(_Strict):
     rate_limits: dict[str, float] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    model_calls: ModelCalls = ModelCalls()
 
     def path(self, rel: str) -> Path:
         p = Path(rel)

@@ -536,20 +536,25 @@ def test_evaluate_end_to_end_with_a_persistently_failing_example(
     assert ok["error"] is None and ok["prediction"] == "Paris"
     call = next(s for s in ok["steps"] if s["step"] == "answer")["calls"][0]
     assert (call["input_tokens"], call["output_tokens"]) == (20, 3)
-    # four answered calls per evaluation are metered and priced; the failing one costs nothing
-    assert summary.calls == 4 and summary.input_tokens == 80 and summary.output_tokens == 13
+    # every HTTP attempt is metered: four answered calls and the failing call's two attempts
+    # (first + max_retries=1, retried by fapo, not the SDK); only answers have tokens and a price
+    assert summary.calls == 6 and summary.failed_calls == 2
+    assert summary.input_tokens == 80 and summary.output_tokens == 13
     assert summary.cost_usd == pytest.approx((80 * 2.0 + 13 * 10.0) / 1e6)
-    # bounded retries: first attempt + max_retries=1, for each of the two evaluations
+    assert summary.call_errors == {"server_error": 1} and summary.infra_errors == 1
+    assert failed["error"]["kind"] == "server_error" and failed["error"]["infrastructure"]
+    assert answer_step["calls"][0]["attempts"] == 2
+    assert sum(r["calls"] for r in records.values()) == summary.calls
     assert api.count("capital of Chad") == 4
-    assert api.count() == 4 * 2 + 4
-    # concurrent examples share one bucket: each evaluation's 5 first attempts span about
-    # 4 intervals of the limit (without it they arrive within milliseconds). Spans with 0.1 s of
+    assert api.count() == 6 * 2
+    # the SDK itself never retries: fapo's attempts all carry the SDK's retry count 0
+    assert {r.headers.get("x-stainless-retry-count") for r in api.requests} == {"0"}
+    # concurrent examples and retries share one bucket: each evaluation's 6 attempts span about
+    # 5 intervals of the limit (without it they arrive within milliseconds). Spans with 0.1 s of
     # slack, not single gaps, because client start-up can delay a request towards the next.
-    # The SDK's own retries of a failed attempt are not re-admitted by the limiter.
-    firsts = [r.at for r in api.requests if r.headers.get("x-stainless-retry-count") == "0"]
-    assert len(firsts) == 10
-    for run in (firsts[:5], firsts[5:]):
-        assert run[-1] - run[0] >= 4 / 20.5 - 0.1
+    times = [r.at for r in api.requests]
+    for run in (times[:6], times[6:]):
+        assert run[-1] - run[0] >= 5 / 20.5 - 0.1
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
