@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import fapo.rundir as rundir  # runs: run folders (ids, lock, status, resume options)
 from fapo import __version__
 from fapo.agents.base import Agent, AttributionRequest, Brief, Cluster, ReviewRequest
 from fapo.artifacts import read_files, read_json, write_files, write_json, write_text
@@ -110,10 +111,15 @@ class Run:
         escalation: EscalationPolicy | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
-        self.tenant, self.options, self.settings = tenant, options, tenant.settings
+        self.settings = tenant.settings
         spec = tenant.spec
-        self.run_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
+        # runs: unique safe run ids; a resumed run gets back the options it was started with
+        self.run_id = rundir.check_run_id(options.run_id) if options.run_id else rundir.new_run_id()
         self.dir = self.settings.runs_dir / tenant.name / self.run_id
+        options = replace(options, agent=rundir.normalize_agent(options.agent))  # runs:
+        if options.resume:  # runs:
+            options = rundir.restore_options(self.dir, options)  # runs:
+        self.tenant, self.options = tenant, options
         if options.resume and not (self.dir / "run.json").is_file():
             raise FapoError(f"no run '{self.run_id}' under {self.dir.parent}; see `fapo status`")
         if not options.resume and (self.dir / "run.json").is_file():
@@ -183,6 +189,8 @@ class Run:
                 concurrency=self.options.concurrency,
                 meter=self.meter,
             )
+            if self.cache is not None:  # runs: a cache write failure (disk full) stops here
+                self.cache.flush()
             return {"mean": s.mean, "n": s.n, "calls": s.calls, "errors": s.errors}
 
         _, replayed = self.log.memo("eval", key, run, self._budget)  # type: ignore[union-attr]
@@ -225,6 +233,15 @@ class Run:
             if snap:
                 self.budget.restore(snap)
                 self.budget.variants = 0  # recounted while replaying
+            rundir.note_resume(  # runs: what this resume runs with (restored from run.json)
+                self.dir,
+                rundir.options_record(
+                    self.options,
+                    agent=self.agent_kind,
+                    seed=self.seed,
+                    budget={k: v for k, v in self.options.budget.items() if v is not None},
+                ),
+            )
         else:
             write_json(
                 self.dir / "run.json",
@@ -237,11 +254,12 @@ class Run:
                     "agent": self.agent_kind,
                     "spec": self.tenant.spec.model_dump(),
                     "budget": self.budget.spec.model_dump(),
-                    "options": {
-                        "concurrency": self.options.concurrency,
-                        "use_cache": self.options.use_cache,
-                        "seed": self.seed,
-                    },
+                    "options": rundir.options_record(  # runs: everything a resume restores
+                        self.options,
+                        agent=self.agent_kind,
+                        seed=self.seed,
+                        budget={k: v for k, v in self.options.budget.items() if v is not None},
+                    ),
                     "versions": {"fapo": __version__, "python": platform.python_version()},
                     "immutable": immutable,
                 },
@@ -267,7 +285,10 @@ class Run:
                     levels=self.tenant.spec.levels(),  # type: ignore[arg-type]
                     failures=traces_for(results, ids, limit=12),
                 )
-                with tempfile.TemporaryDirectory(prefix="fapo-attr-") as tmp:
+                # runs: workspaces live in the run folder (a kill leaves nothing in TMP)
+                with tempfile.TemporaryDirectory(
+                    prefix="fapo-attr-", dir=rundir.scratch(self.dir)
+                ) as tmp:
                     ws = Path(tmp) / "workspace"
                     ws.mkdir()
                     (ws / "failures.json").write_text(
@@ -331,7 +352,8 @@ class Run:
         if level == "structure":
             extra["functions.md"] = context_listing(self.functions())
         pdir = self.vdir(vid) / "proposal"
-        with tempfile.TemporaryDirectory(prefix="fapo-ws-") as tmp:
+        # runs: workspaces live in the run folder (a kill leaves nothing in TMP)
+        with tempfile.TemporaryDirectory(prefix="fapo-ws-", dir=rundir.scratch(self.dir)) as tmp:
             ws = Path(tmp) / "workspace"
             prepare(ws, inc, level, brief, extra)
             before = snapshot(ws)
@@ -392,7 +414,10 @@ class Run:
                 scope_rules=RULES,
                 rationale=prop["rationale"],
             )
-            with tempfile.TemporaryDirectory(prefix="fapo-review-") as tmp:
+            # runs: workspaces live in the run folder (a kill leaves nothing in TMP)
+            with tempfile.TemporaryDirectory(
+                prefix="fapo-review-", dir=rundir.scratch(self.dir)
+            ) as tmp:
                 ws = Path(tmp) / "workspace"
                 prepare(
                     ws,
@@ -445,7 +470,13 @@ class Run:
 
     # -- the loop ----------------------------------------------------------------------------
     def execute(self) -> RunResult:
+        """Run the loop holding the run folder (runs: lock, and `failed`/`stopped` on the way out)."""
+        with rundir.hold(self.dir, resume=self.options.resume):  # runs:
+            return self._execute()  # runs:
+
+    def _execute(self) -> RunResult:  # runs: was execute()
         self._start()
+        self.tenant.check_data()  # runs: an empty split or shared ids fail the run at start
         model = self.tenant.spec.models["task"]
         self._emit(
             "start",
