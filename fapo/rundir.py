@@ -367,5 +367,6 @@ def spend_text(spent: dict[str, Any]) -> str:
         return "nothing spent yet"
     return (
         f"{spent.get('variants', 0)} candidates · {spent.get('calls', 0)} calls · "
-        f"{spent.get('tokens', 0)} tokens · ${float(spent.get('usd', 0) or 0):.3f}"
+        f"{int(spent.get('input_tokens', 0) or 0) + int(spent.get('output_tokens', 0) or 0)} "
+        f"tokens · ${float(spent.get('usd', 0) or 0):.3f}"
     )
