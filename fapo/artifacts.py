@@ -10,7 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fapo.errors import fs_error
+from fapo.errors import FapoError, fs_error
+
+
+class BadArtifact(FapoError, ValueError):
+    """A JSON artifact that does not parse."""
 
 
 def _umask() -> int:
@@ -49,7 +53,15 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A JSON artifact; a broken one is a one-line error naming it (still a ValueError, which
+    callers that skip unreadable artifacts catch). OSError passes through as it was."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise BadArtifact(
+            f"{path}{line}: not valid JSON; restore the file or remove the folder it belongs to"
+        ) from None
 
 
 def sha256_text(text: str | bytes) -> str:

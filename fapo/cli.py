@@ -105,7 +105,6 @@ def eval_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate the tenant's current pipeline on a split, keeping every step of every example."""
-    import time
 
     from fapo.evaluate import evaluate
     from fapo.tenant import load_tenant
@@ -113,7 +112,9 @@ def eval_cmd(
     settings = _settings()
     t = load_tenant(tenant, settings)
     t.check_data()  # runs: an empty split or ids shared by splits are errors here too
-    out = out or settings.runs_dir / t.name / f"eval-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from fapo.rundir import new_run_id  # runs: two evals in one second get two folders
+
+    out = out or settings.runs_dir / t.name / f"eval-{split}-{new_run_id()}"
     bar, cb = progress_bar(f"{t.name} · {split}", not as_json)
     with bar:
         try:

@@ -149,7 +149,10 @@ def mark(run_dir: Path, status: RunStatus, reason: str | None = None) -> None:
         info["status"] = status.value
         if reason is not None:
             info["stop_reason"] = reason
-        if status is not RunStatus.RUNNING:
+        if status is RunStatus.RUNNING:  # resumed: the last ending no longer applies
+            for key in ("stop_reason", "ended"):
+                info.pop(key, None)
+        else:
             info["ended"] = time.time()
         write_json(path, info)
     except (OSError, ValueError, FapoError):

@@ -396,10 +396,12 @@ def call_with_time_limit(fn: Callable[[], T], seconds: float, message: str) -> T
     """`fn()`, or a FapoError(message) after `seconds`.
 
     On the main thread an interval timer interrupts `fn` exactly where it loops (nothing keeps
-    running afterwards). Elsewhere signals cannot reach it: `fn` runs in a daemon thread that is
+    running afterwards). Elsewhere (or with a timer already armed) signals cannot serve: `fn` runs in a daemon thread that is
     abandoned at the limit (the CLI then exits with the error; the thread dies with it).
     """
-    if threading.current_thread() is threading.main_thread():
+    # Only where no other interval timer is armed (pytest-timeout, say): theirs must keep going.
+    free = signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    if threading.current_thread() is threading.main_thread() and free:
 
         def on_alarm(signum: int, frame: Any) -> None:
             raise _TimeLimit

@@ -469,3 +469,12 @@ def test_bad_file_system_corpus(project, capsys, case: str) -> None:
         code, err = fapo(args, project.root, capsys)
         _check(code, err, pattern)
         _assert_nothing_half_written(project.root, runs_full=folder == "runs")
+
+
+def test_broken_run_json_is_one_line_for_status_and_resume(project, capsys) -> None:
+    run = project.runs_dir / "demo-qa" / "x"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"run_id": "x", "tenant": "demo-qa", "status": ')
+    for args in (["status", "x"], ["run", "demo-qa", "--json", "--resume", "x"]):
+        code, err = fapo(args, project.root, capsys)
+        _check(code, err, r"demo-qa/x/run\.json:1: not valid JSON")
