@@ -172,46 +172,70 @@ def _reason(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
 
 
-@contextlib.contextmanager
-def hold(run_dir: Path, *, resume: bool) -> Iterator[RunLock]:
-    """Take the run folder for this process; record how the run ended when it leaves.
+class RunFolder:
+    """A run folder taken by this process: `take()` before anything is written into it,
+    `recording()` around the work (or `abandon()` if the work never starts).
 
     A fresh run must not find a run.json (another process may have finished one there between
-    the caller's check and the lock), a resume must. Any exception leaving the block records
-    `failed` with its reason (Ctrl-C/SIGTERM: `stopped`) and propagates. A fresh run that dies
-    before writing run.json leaves no folder behind.
+    the caller's check and the lock), a resume must. Any exception leaving `recording()` records
+    `failed` with its reason (Ctrl-C: `stopped`) and propagates. A fresh run that dies before
+    writing run.json leaves no folder behind.
     """
-    fresh_dir = not run_dir.exists()
-    lock = RunLock(run_dir).acquire()
-    has_info = (run_dir / "run.json").is_file()
-    if resume != has_info:
-        lock.release()
-        if fresh_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        if resume:
-            raise FapoError(f"no run '{run_dir.name}' under {run_dir.parent}; see `fapo status`")
-        raise FapoError(f"run folder {run_dir} already exists; use --resume {run_dir.name}")
-    try:
-        clean_scratch(run_dir)
-        if resume:
-            mark(run_dir, RunStatus.RUNNING)
+
+    def __init__(self, run_dir: Path, *, resume: bool) -> None:
+        self.run_dir, self.resume = run_dir, resume
+        self._fresh = not run_dir.exists()
+        self._lock = RunLock(run_dir)
+
+    def take(self) -> RunFolder:
+        self._lock.acquire()
+        has_info = (self.run_dir / "run.json").is_file()
+        if self.resume != has_info:
+            self.abandon()
+            if self.resume:
+                raise FapoError(
+                    f"no run '{self.run_dir.name}' under {self.run_dir.parent}; see `fapo status`"
+                )
+            raise FapoError(
+                f"run folder {self.run_dir} already exists; use --resume {self.run_dir.name}"
+            )
+        clean_scratch(self.run_dir)
+        if self.resume:
+            mark(self.run_dir, RunStatus.RUNNING)
+        return self
+
+    def abandon(self) -> None:
+        """Let go without recording an ending; a fresh folder without run.json is removed."""
+        clean_scratch(self.run_dir)
+        self._lock.release()
+        if self._fresh and not (self.run_dir / "run.json").is_file():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[RunFolder]:
         try:
-            yield lock
-        except OSError as exc:  # a write without a file name (disk full mid-write): the folder
-            raise fs_error(exc, run_dir) from None
-    except BaseException as exc:
-        if (run_dir / "run.json").is_file():
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                mark(run_dir, RunStatus.STOPPED, "interrupted; `fapo run --resume` continues it")
-            else:
-                mark(run_dir, RunStatus.FAILED, _reason(exc))
-        elif fresh_dir:
-            lock.release()
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    finally:
-        clean_scratch(run_dir)
-        lock.release()
+            try:
+                yield self
+            except OSError as exc:  # a write without a file name (disk full mid-write)
+                raise fs_error(exc, self.run_dir) from None
+        except BaseException as exc:
+            if (self.run_dir / "run.json").is_file():
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    reason = "interrupted; `fapo run --resume` continues it"
+                    mark(self.run_dir, RunStatus.STOPPED, reason)
+                else:
+                    mark(self.run_dir, RunStatus.FAILED, _reason(exc))
+            raise
+        finally:
+            self.abandon()
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path, *, resume: bool) -> Iterator[RunFolder]:
+    """`RunFolder(...).take()` and `recording()` in one block."""
+    folder = RunFolder(run_dir, resume=resume).take()
+    with folder.recording():
+        yield folder
 
 
 # -- options kept for resume -----------------------------------------------------------------------
