@@ -363,7 +363,11 @@ class Run:
             from fapo.agents.cli_runner import detect_outside_writes
 
             outside = detect_outside_writes(
-                [self.tenant.root, self.dir], started, ws, exclude=[self.settings.cache_path.parent]
+                [self.tenant.root, self.dir],
+                started,
+                ws,
+                # runs: the scratch folder holds fapo's own temp files (the agent's transcript)
+                exclude=[self.settings.cache_path.parent, rundir.scratch(self.dir)],
             )
             self._copy_transcripts(Path(tmp), pdir)
         write_text(pdir / "brief.md", brief.to_markdown())
