@@ -51,6 +51,11 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
+def run_id(given: str | None) -> str:
+    """The run id given on the command line (checked), else a new unique one."""
+    return check_run_id(given) if given else new_run_id()
+
+
 def check_run_id(run_id: str) -> str:
     if not RUN_ID_RE.fullmatch(run_id) or ".." in run_id:
         raise FapoError(
@@ -212,6 +217,18 @@ class RunFolder:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @contextlib.contextmanager
+    def abandon_on_error(self) -> Iterator[RunFolder]:
+        """Around opening the run (writing or checking run.json): on an error, let go; a new
+        run whose run.json was written records `failed` (a refused resume changes nothing)."""
+        try:
+            yield self
+        except BaseException as exc:
+            if not self.resume and (self.run_dir / "run.json").is_file():
+                mark(self.run_dir, RunStatus.FAILED, _reason(exc))
+            self.abandon()
+            raise
+
+    @contextlib.contextmanager
     def recording(self) -> Iterator[RunFolder]:
         try:
             try:
@@ -240,12 +257,20 @@ def hold(run_dir: Path, *, resume: bool) -> Iterator[RunFolder]:
 
 # -- options kept for resume -----------------------------------------------------------------------
 class _Options(Protocol):
-    agent: str | None
-    budget: dict[str, Any]
-    concurrency: int | None
-    use_cache: bool
-    seed: int | None
-    agent_settings: dict[str, Any]
+    """What a run's options (a frozen dataclass, `RunOptions`) offer to read."""
+
+    @property
+    def agent(self) -> str | None: ...
+    @property
+    def budget(self) -> dict[str, Any]: ...
+    @property
+    def concurrency(self) -> int | None: ...
+    @property
+    def use_cache(self) -> bool: ...
+    @property
+    def seed(self) -> int | None: ...
+    @property
+    def agent_settings(self) -> dict[str, Any]: ...
 
 
 OptionsT = TypeVar("OptionsT", bound=_Options)
@@ -286,6 +311,13 @@ def options_record(
         "seed": seed,
         "agent_settings": {k: v for k, v in options.agent_settings.items() if v is not None},
     }
+
+
+def effective_options(run_dir: Path, options: OptionsT) -> OptionsT:
+    """The options a run works with: `scripted:FILE` made absolute; on resume, those it was
+    started with (see `restore_options`)."""
+    options = dataclasses.replace(options, agent=normalize_agent(options.agent))  # type: ignore[type-var]
+    return restore_options(run_dir, options) if getattr(options, "resume", False) else options
 
 
 def restore_options(run_dir: Path, options: OptionsT) -> OptionsT:
