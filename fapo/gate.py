@@ -255,6 +255,7 @@ def gate_check(
     limit: int | None = None,
     concurrency: int | None = None,
     on_progress: Any = None,
+    models: dict[str, str] | None = None,
     record_only_if_missing: bool = False,
 ) -> GateVerdict:
     """Evaluate the tenant's current pipeline and compare with the baseline (no cache by default:
@@ -264,7 +265,7 @@ def gate_check(
 
     if not 0 <= max_drop <= 1:
         raise FapoError(f"--max-drop {max_drop}: use a score difference between 0 and 1")
-    t = load_tenant(tenant_ref, settings)
+    t = load_tenant(tenant_ref, settings, models)
     try:
         baseline: Baseline | None = resolve_baseline(
             settings, t.name, against, split, t.fingerprint()

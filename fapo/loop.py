@@ -307,7 +307,7 @@ def run(
 ) -> rec.OptimizeResult:
     """Library entry point of `fapo run` (see `fapo.optimize` for the typed public one)."""
     if not isinstance(tenant, Tenant):
-        tenant = load_tenant(tenant, settings)
+        tenant = load_tenant(tenant, settings, options.models)  # localllm: --model
     elif settings is not None and settings is not tenant.settings:
         tenant = replace(tenant, settings=settings)
     return Run(tenant, options, **kwargs).execute()

@@ -1,4 +1,4 @@
-"""Model specs (`anthropic:…`, `openai:…[@URL]`, `sim:…`) turned into LangChain chat models.
+"""Model specs (`anthropic:…`, `openai:…[@URL]`, `local:…`, `sim:…`) turned into LangChain chat models.
 
 Retries, timeouts and rate limits are delegated to the provider SDKs and LangChain, configured
 here with bounded values, so every tenant gets the same failure behaviour. Provider packages are
@@ -26,19 +26,22 @@ if TYPE_CHECKING:
 
     from fapo.settings import Settings
 
-Provider = Literal["anthropic", "openai", "sim"]
+Provider = Literal["anthropic", "openai", "local", "sim"]
 
 #: Seconds before one HTTP attempt is abandoned (and retried) unless the caller passes `timeout`.
 DEFAULT_TIMEOUT_S = 120.0
 #: SDK retries after the first attempt on 408/409/429/5xx/connection errors/timeouts.
 DEFAULT_MAX_RETRIES = 3
+#: Per-attempt timeout for `local:` models: one server answers one request at a time, so a call
+#: waits behind every queued one (8 queued 135M-model calls took up to 20 s on 2 busy cores).
+LOCAL_TIMEOUT_S = 600.0
 #: Key used when a local OpenAI-compatible server has no authentication.
 LOCAL_PLACEHOLDER_KEY = "not-needed"
 
 ACCEPTED_FORMS = (
     "anthropic:MODEL, openai:MODEL, openai:MODEL@http://HOST:PORT/v1 (an OpenAI-compatible "
     "server such as vLLM, Ollama or llama.cpp), anthropic:MODEL@http://HOST:PORT, "
-    "or sim:NAME[?latency_ms=50]"
+    "local:smollm2 or local:PATH.gguf (llama.cpp started by fapo), or sim:NAME[?latency_ms=50]"
 )
 
 _MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]*")
@@ -52,6 +55,7 @@ _PROVIDER_SETTINGS: dict[str, set[str]] = {
     "openai": _COMMON_SETTINGS
     | {"seed", "presence_penalty", "frequency_penalty", "reasoning_effort", "n"},
 }
+_PROVIDER_SETTINGS["local"] = _PROVIDER_SETTINGS["openai"]  # served through the OpenAI path
 
 _KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
@@ -91,7 +95,7 @@ def parse_spec(spec: str) -> ModelSpec:
         raise _bad(str(spec), "empty")
     text = spec.strip()
     provider, sep, rest = text.partition(":")
-    if not sep or provider not in ("anthropic", "openai", "sim"):
+    if not sep or provider not in ("anthropic", "openai", "local", "sim"):
         raise _bad(spec, f"unknown provider '{provider if sep else text}'")
     if provider == "sim":
         name, qsep, query = rest.partition("?")
@@ -110,6 +114,10 @@ def parse_spec(spec: str) -> ModelSpec:
                     raise _bad(spec, f"option name '{key}' is not an identifier")
                 options[key] = value
         return ModelSpec("sim", name, None, options)
+    if provider == "local":  # local:NAME or local:PATH.gguf (a path may hold '@' or ':')
+        if not rest.strip() or "?" in rest:
+            raise _bad(spec, "local needs a bundled NAME or a PATH.gguf, without options")
+        return ModelSpec("local", rest.strip())
     model, at, url = rest.partition("@")
     if not _MODEL_RE.fullmatch(model):
         raise _bad(spec, "missing or malformed MODEL name")
@@ -205,6 +213,13 @@ def make_chat_model(spec: ModelSpec, settings: Settings, **call_settings: Any) -
     engine builds the chain, hence its models, inside each evaluation's loop.
     """
     call = {k: v for k, v in call_settings.items() if v is not None}
+    rate_key, local = spec.rate_key, spec.provider == "local"
+    if local:  # start (or reuse) llama.cpp's server, then the OpenAI-compatible path
+        from fapo.local_llm import alias_of, ensure_server
+
+        url = ensure_server(spec.model).base_url
+        spec = ModelSpec("openai", alias_of(spec.model), url)
+        call.setdefault("timeout", LOCAL_TIMEOUT_S)
     if spec.provider == "sim":
         from fapo.sim import make_sim
 
@@ -215,8 +230,8 @@ def make_chat_model(spec: ModelSpec, settings: Settings, **call_settings: Any) -
     call.setdefault("max_retries", DEFAULT_MAX_RETRIES)
     common: dict[str, Any] = {
         "model": spec.model,
-        "api_key": _api_key(spec),
-        "rate_limiter": rate_limiter(spec.rate_key, settings),
+        "api_key": LOCAL_PLACEHOLDER_KEY if local else _api_key(spec),
+        "rate_limiter": rate_limiter(rate_key, settings),
         **call,
     }
     if spec.base_url:
@@ -224,7 +239,6 @@ def make_chat_model(spec: ModelSpec, settings: Settings, **call_settings: Any) -
     if spec.provider == "anthropic":
         return _chat_anthropic_class()(**common)
     import openai
-    from langchain_openai import ChatOpenAI
 
     if not os.environ.get("OPENAI_PROXY"):  # with a proxy LangChain already builds a fresh one
         common["http_async_client"] = openai.DefaultAsyncHttpxClient(timeout=call["timeout"])
@@ -232,7 +246,27 @@ def make_chat_model(spec: ModelSpec, settings: Settings, **call_settings: Any) -
     # Token usage in streamed replies too (budgets count tokens); LangChain leaves it off for
     # custom base URLs, but vLLM, Ollama and llama.cpp all accept `stream_options`.
     common.setdefault("stream_usage", True)
-    return ChatOpenAI(**common)
+    return _chat_openai_class(compatible=spec.base_url is not None)(**common)
+
+
+@functools.cache
+def _chat_openai_class(compatible: bool) -> type[BaseChatModel]:
+    """ChatOpenAI; for a compatible server (`@URL`), one that sends the generation limit as
+    `max_tokens`. langchain-openai renames it to `max_completion_tokens`, which llama.cpp's server
+    ignores (a call with max_tokens=6 returned hundreds of tokens, finish_reason 'stop')."""
+    from langchain_openai import ChatOpenAI
+
+    if not compatible:
+        return ChatOpenAI
+
+    class CompatibleChatOpenAI(ChatOpenAI):
+        def _get_request_payload(self, input_: Any, *, stop: Any = None, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            if "max_completion_tokens" in payload and "max_tokens" not in payload:
+                payload["max_tokens"] = payload.pop("max_completion_tokens")
+            return payload
+
+    return CompatibleChatOpenAI
 
 
 @functools.cache
@@ -264,7 +298,7 @@ def price(spec_str: str, settings: Settings) -> tuple[float, float] | None:
     `provider:model` entry applies only when the request goes to the provider's own API.
     """
     spec = parse_spec(spec_str)
-    if spec.provider == "sim":
+    if spec.provider in ("sim", "local"):  # local: electricity only
         return (0.0, 0.0)
     keys = [spec_str.strip(), str(spec)]
     if spec.base_url is None:

@@ -40,6 +40,7 @@ class RunOptions:
     use_cache: bool = True
     seed: int | None = None
     agent_settings: dict[str, Any] = field(default_factory=dict)  # CLI overrides (model, …)
+    models: dict[str, str] = field(default_factory=dict)  # localllm: --model ROLE=SPEC
 
 
 def agent_kind(tenant: Tenant, options: RunOptions) -> str:
@@ -111,7 +112,8 @@ def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:
                 "agent": run.agent_kind,
                 "spec": run.tenant.spec.model_dump(),
                 "budget": run.budget.spec.model_dump(),
-                "options": _options_record(run),  # runs: everything a resume restores
+                # runs: everything a resume restores; localllm: --model overrides
+                "options": {**_options_record(run), "models": run.options.models},
                 "versions": {"fapo": __version__, "python": platform.python_version()},
                 "immutable": immutable,
             },

@@ -453,8 +453,15 @@ def resolve_tenant_dir(name_or_path: str, settings: Settings) -> Path:
     )
 
 
-def load_tenant(name_or_path: str | Path, settings: Settings | None = None) -> Tenant:
+def load_tenant(
+    name_or_path: str | Path,
+    settings: Settings | None = None,
+    models: Mapping[str, str] | None = None,
+) -> Tenant:
+    """The tenant folder as a Tenant; `models` replaces roles of tenant.yaml (`--model`)."""
+    from fapo.model_overrides import apply_overrides
+
     settings = settings or load_settings()
     root = resolve_tenant_dir(str(name_or_path), settings)
-    spec = read_tenant_spec(root / "tenant.yaml")
+    spec = apply_overrides(read_tenant_spec(root / "tenant.yaml"), models)
     return Tenant(root=root, spec=spec, settings=settings, files=_read_mutable(root))

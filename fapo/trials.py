@@ -104,7 +104,7 @@ def run_trials(
     if n < 1:
         raise FapoError(f"--trials {n}: use a positive number of runs")
     run = run or loop_run
-    t = load_tenant(tenant, settings)
+    t = load_tenant(tenant, settings, getattr(options, "models", None))
     base_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
     seed0 = t.spec.seed if options.seed is None else options.seed
     out = TrialsResult(t.name, base_id)
