@@ -10,16 +10,41 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fapo.errors import FapoError, fs_error
+
+
+class BadArtifact(FapoError, ValueError):
+    """A JSON artifact that does not parse."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Files are created as a plain `open()` would (0666 minus the umask): `mkstemp` makes them 0600,
+#: which left run folders unreadable to the CI user sharing the artifacts (51 of 60 files).
+_FILE_MODE = 0o666 & ~_umask()
+
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write atomically (temp file + rename); a file-system error is a one-line FapoError."""
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise fs_error(exc, path) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -28,7 +53,15 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A JSON artifact; a broken one is a one-line error naming it (still a ValueError, which
+    callers that skip unreadable artifacts catch). OSError passes through as it was."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise BadArtifact(
+            f"{path}{line}: not valid JSON; restore the file or remove the folder it belongs to"
+        ) from None
 
 
 def sha256_text(text: str | bytes) -> str:

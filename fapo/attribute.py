@@ -247,11 +247,13 @@ def with_agent(
     levels: Sequence[Level],
     results: Path,
     transcripts: Path,
+    scratch: Path | None = None,
 ) -> Attribution:
     """The agent half: ask `agent` to cluster the failures the ladder left unexplained.
 
     Its clusters replace the unexplained ones (largest first); its transcripts are copied to
-    `transcripts`. Returns `report` unchanged when nothing is unexplained."""
+    `transcripts`. Returns `report` unchanged when nothing is unexplained. The workspace is
+    created in `scratch` (the run's, `fapo.rundir.scratch`; default: TMP)."""
     unexplained = [c for c in report.clusters if c.cause == "unexplained"]
     if not unexplained:
         return report
@@ -262,7 +264,7 @@ def with_agent(
         levels=list(levels),
         failures=traces_for(results, ids, limit=12),
     )
-    with tempfile.TemporaryDirectory(prefix="fapo-attr-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fapo-attr-", dir=scratch) as tmp:
         ws = Path(tmp) / "workspace"
         ws.mkdir()
         (ws / "failures.json").write_text(json.dumps(req.failures, indent=2, default=str))

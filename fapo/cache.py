@@ -14,6 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fapo.errors import FapoError, fs_error
+
+#: How long a writer waits for another process's write to finish before giving up.
+BUSY_S = 60.0
+
 
 def call_key(
     model: str, settings: dict[str, Any], messages: list[dict[str, Any]], repeat: int, sample: int
@@ -32,16 +37,28 @@ class CallCache:
     """
 
     def __init__(self, path: Path, *, flush_every: int = 256, flush_s: float = 1.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.flush_every, self.flush_s = flush_every, flush_s
         self._lock = threading.Lock()
         self._pending: dict[str, str] = {}
         self._flushed = time.monotonic()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
+        self.failure: FapoError | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Several processes (two runs of a tenant, trials) share this file: WAL lets readers
+            # go on beside one writer, and writers wait for each other up to BUSY_S instead of
+            # failing at once with "database is locked".
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_S
+            )
+            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_S * 1000)}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
+        except OSError as exc:
+            raise fs_error(exc, path) from None
+        except sqlite3.Error as exc:
+            raise _db_error(path, exc) from None
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -62,23 +79,31 @@ class CallCache:
                 self._flush()
 
     def flush(self) -> None:
-        """Commit buffered entries now."""
+        """Commit buffered entries now; raises the first write failure (disk full, read-only)."""
         with self._lock:
             self._flush()
+        if self.failure is not None:
+            raise self.failure
 
     def _flush(self) -> None:
         self._flushed = time.monotonic()
-        if not self._pending:
+        if not self._pending or self.failure is not None:
+            self._pending.clear()
             return
-        self._db.execute("BEGIN")
         try:
+            # IMMEDIATE takes the write lock up front, so the busy timeout applies (a deferred
+            # transaction upgrading to a writer can fail at once with SQLITE_BUSY).
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?)", list(self._pending.items())
             )
             self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                self._db.execute("ROLLBACK")
+            # Called from inside model calls: record the failure and stop caching, and let the
+            # caller's next flush()/close() raise it (a lost entry only means paying again).
+            self.failure = _db_error(self.path, exc)
         self._pending.clear()
 
     def __len__(self) -> int:
@@ -90,3 +115,22 @@ class CallCache:
         with self._lock:
             self._flush()
             self._db.close()
+        if self.failure is not None:
+            raise self.failure
+
+
+def _db_error(path: Path, exc: sqlite3.Error) -> FapoError:
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF  # primary code of an extended one
+    if code == sqlite3.SQLITE_FULL:
+        why = "the disk is full; free space there and retry (or run with --no-cache)"
+    elif code == sqlite3.SQLITE_READONLY:
+        why = "not writable; make it (and its folder) writable or run with --no-cache"
+    elif code == sqlite3.SQLITE_IOERR:
+        why = "could not be written (disk full or failing); free space there or use --no-cache"
+    elif code == sqlite3.SQLITE_CANTOPEN:
+        why = "cannot be opened; make its folder writable or fix fapo.toml [paths] cache"
+    elif code == sqlite3.SQLITE_BUSY:
+        why = f"stayed locked by another process for {BUSY_S:.0f} s; retry"
+    else:
+        why = f"call cache error ({exc}); delete the file to start an empty cache"
+    return FapoError(f"{path}: {why}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -80,7 +80,6 @@ def eval_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate the tenant's current pipeline on a split, keeping every step of every example."""
-    import time
 
     from fapo.evaluate import evaluate
     from fapo.model_overrides import parse_overrides
@@ -88,19 +87,27 @@ def eval_cmd(
 
     settings = project_settings()
     t = load_tenant(tenant, settings, parse_overrides(model))
-    out = out or settings.runs_dir / t.name / f"eval-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
+    t.check_data()  # runs: an empty split or ids shared by splits are errors here too
+    from fapo.rundir import new_run_id  # runs: two evals in one second get two folders
+
+    out = out or settings.runs_dir / t.name / f"eval-{split}-{new_run_id()}"
     bar, cb = progress_bar(f"{t.name} · {split}", not as_json)
     with bar:
-        s = evaluate(
-            t,
-            split,
-            out_dir=out,
-            limit=limit,
-            concurrency=concurrency,
-            use_cache=not no_cache,
-            repeats=repeats,
-            on_progress=cb,
-        )
+        try:
+            s = evaluate(
+                t,
+                split,
+                out_dir=out,
+                limit=limit,
+                concurrency=concurrency,
+                use_cache=not no_cache,
+                repeats=repeats,
+                on_progress=cb,
+            )
+        except OSError as exc:  # runs: a write without a file name (disk full): the folder
+            from fapo.errors import fs_error
+
+            raise fs_error(exc, out) from None
     data = {"tenant": t.name, "split": split, "out": str(out), **s.as_dict()}
     data.pop("scores")
     emit(data, as_json, (out / "summary.md").read_text(encoding="utf-8") + f"\nArtifacts: {out}")
@@ -203,15 +210,25 @@ def run(
 @app.command()
 def status(
     run_ref: Annotated[
-        str | None, typer.Argument(help="Run id or folder (default: latest).")
+        str | None, typer.Argument(help="Run id, run folder or tenant (default: latest run).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Where a run stands: status, current best, decisions so far, budget spent."""
+    """Where a run stands: status, best variant, decisions so far, budget spent (or a tenant's runs)."""
+    from fapo import rundir
+
+    settings = project_settings()
+    if run_ref and not (Path(run_ref) / "run.json").is_file():
+        listed = rundir.tenant_runs(settings.runs_dir, run_ref)
+        if listed and not any(r.name == run_ref for r in settings.runs_dir.glob("*/*")):
+            _emit_tenant_runs(run_ref, [rundir.summarize(r) for r in listed], as_json)
+            return
     from fapo.report import collect_run
 
-    d = collect_run(find_run(project_settings(), run_ref))
+    run_dir = find_run(settings, run_ref)
+    d = collect_run(run_dir)
     info = d["info"]
+    summary = rundir.summarize(run_dir)
     rows = [
         {
             "variant": v["id"],
@@ -224,22 +241,65 @@ def status(
     data = {
         "run_id": info["run_id"],
         "tenant": info["tenant"],
-        "status": info.get("status"),
+        "status": summary.status,
         "stop_reason": info.get("stop_reason"),
-        "best": info.get("best"),
-        "spent": info.get("spent"),
+        "best": summary.best,
+        "best_val": summary.best_val,
+        "spent": info.get("spent") or _last_spend(run_dir),
         "variants": rows,
     }
     lines = [
-        f"{info['tenant']} / {info['run_id']}: {info.get('status')}"
-        + (f" ({info['stop_reason']})" if info.get("stop_reason") else "")
+        f"{info['tenant']} / {info['run_id']}: {summary.status}"
+        + (f" ({info['stop_reason']})" if info.get("stop_reason") else ""),
+        f"  best: {_best_text(data['best'], data['best_val'], rows)}",
+        f"  spent: {rundir.spend_text(data['spent'] or {})}",
     ]
     for r in rows:
         lines.append(
             f"  {r['variant']}  {r['level'] or 'baseline':9}  {r['decision'] or '—':9}  "
-            f"val {r['val'] if r['val'] is None else format(r['val'], '.3f')}"
+            + ("not evaluated" if r["val"] is None else f"val {r['val']:.3f}")
         )
     emit(data, as_json, "\n".join(lines))
+
+
+def _best_text(best: str | None, best_val: float | None, rows: list[dict[str, Any]]) -> str:
+    if best is None:  # still running: the best so far is the highest accepted val
+        kept = [r for r in rows if r["val"] is not None and r["decision"] in (None, "accepted")]
+        if not kept:
+            return "none yet"
+        top = max(kept, key=lambda r: r["val"])
+        return f"{top['variant']} so far (val {top['val']:.3f})"
+    return f"{best}" + ("" if best_val is None else f" (val {best_val:.3f})")
+
+
+def _last_spend(run_dir: Path) -> dict[str, Any]:
+    from fapo.events import EventLog
+
+    return EventLog(run_dir / "events.jsonl").last_budget() or {}
+
+
+def _emit_tenant_runs(tenant: str, runs: list[Any], as_json: bool) -> None:
+    from fapo import rundir
+
+    data = [
+        {
+            "run_id": r.run_id,
+            "status": r.status,
+            "stop_reason": r.stop_reason,
+            "best": r.best,
+            "best_val": r.best_val,
+            "spent": r.spent,
+            "run_dir": str(r.run_dir),
+        }
+        for r in runs
+    ]
+    lines = [f"{tenant}: {len(runs)} run{'s' if len(runs) != 1 else ''}"]
+    for r in runs:
+        best = "" if r.best is None else f"  best {r.best}"
+        best += "" if r.best_val is None else f" (val {r.best_val:.3f})"
+        reason = f" — {r.stop_reason}" if r.stop_reason else ""
+        lines.append(f"  {r.run_id}  {r.status}{best}  {rundir.spend_text(r.spent)}{reason}")
+    emit({"tenant": tenant, "runs": data}, as_json, "\n".join(lines))
 
 
 @app.command()
@@ -293,6 +353,11 @@ def main() -> None:
     except FapoError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)
+    except OSError as exc:  # runs: a file-system problem is one line too (the file, the fix)
+        from fapo.errors import fs_error
+
+        sys.stderr.write(f"error: {fs_error(exc)}\n")
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; rerun with --resume to continue where it stopped\n")
         sys.exit(130)

@@ -56,23 +56,32 @@ class ChainContext:
     declared: dict[str, tuple[str, ...]] = field(default_factory=dict)
     functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
+    #: Set by validation: prompt problems are collected here instead of stopping the build,
+    #: so one `fapo validate` reports all of them.
+    problems: list[str] | None = None
+
+    def _problem(self, message: str) -> None:
+        if self.problems is None:
+            raise FapoError(message)
+        self.problems.append(message)
+
     def prompt(self, name: str, *variables: str) -> PromptTemplate:
         """Declare that the chain renders `prompts/<name>.md` with exactly these variables."""
         if name not in self.prompts:
-            raise FapoError(
+            self._problem(
                 f"chain.py asks for prompt '{name}' but prompts/{name}.md does not exist; "
                 "create it or fix the name"
             )
+            return PromptTemplate(name, "", tuple(variables))
         text = self.prompts[name]
         try:
             used = placeholders(text)
         except ValueError as exc:
-            raise FapoError(
-                f"prompts/{name}.md: {exc}; write literal braces as {{{{ and }}}}"
-            ) from None
+            self._problem(f"prompts/{name}.md: {exc}; write literal braces as {{{{ and }}}}")
+            used = set()
         unknown = sorted(used - set(variables))
         if unknown:
-            raise FapoError(
+            self._problem(
                 f"prompts/{name}.md uses {{{unknown[0]}}} which the chain does not supply "
                 f"(it supplies: {', '.join(variables) or 'nothing'}); remove the placeholder "
                 "or supply it in chain.py"

@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+import fapo.rundir as rundir  # runs: run folders (ids, lock, status, resume options)
 from fapo import observers as obs
 from fapo import records as rec
 from fapo import run_setup as setup
@@ -56,8 +57,9 @@ class Run:
     ) -> None:
         self.tenant, self.options, self.settings = tenant, options, tenant.settings
         spec = tenant.spec
-        self.run_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
+        self.run_id = rundir.run_id(options.run_id)  # runs: unique, safe
         self.dir = self.settings.runs_dir / tenant.name / self.run_id
+        self.options = options = rundir.effective_options(self.dir, options)  # runs: resume keeps
         self.budget = setup.make_budget(spec.budget, options.budget)
         self.meter = self.budget.meter
         self.seed = spec.seed if options.seed is None else options.seed
@@ -72,8 +74,10 @@ class Run:
         self.summaries: dict[tuple[str, str], EvalSummary] = {}
         self.history: list[dict[str, Any]] = []
         self.st = LoopState(incumbent="v000", incumbent_val=0.0)
-        self.log, self.immutable = setup.open_run(self)  # refuses a bad --resume before any work
-        self.leaks = LeakIndex(tenant)
+        self.folder = rundir.RunFolder(self.dir, resume=options.resume).take()  # runs: lock first
+        with self.folder.abandon_on_error():  # runs:
+            self.log, self.immutable = setup.open_run(self)  # refuses a bad --resume first
+            self.leaks = LeakIndex(tenant)
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -113,6 +117,8 @@ class Run:
             self._notify(obs.EvalStarted(variant=vid, split=split))
             reps = self.tenant.spec.acceptance.repeats
             s = self._evaluate(self.variants[vid], split, out_dir=out, repeats=reps)
+            if self.cache is not None:  # runs: a cache write failure (disk full) stops here
+                self.cache.flush()
             return rec.EvalRecord(mean=s.mean, n=s.n, calls=s.calls, errors=s.errors)
 
         _, replayed = self.log.memo("eval", f"{vid}/{split}", rec.EvalRecord, run, self._budget)
@@ -140,6 +146,7 @@ class Run:
                 levels=self.tenant.spec.levels(),
                 results=results,
                 transcripts=self.vdir(vid) / "attribution-agent",
+                scratch=rundir.scratch(self.dir),  # runs:
             )
             self.budget.agent_usd += att.agent_usd
             write_json(self.vdir(vid) / "attribution.json", att.model_dump(mode="json"))
@@ -163,7 +170,8 @@ class Run:
             history=self.history,
             out_dir=self.vdir(vid),
             watch=[self.tenant.root, self.dir],
-            exclude=[self.settings.cache_path.parent],
+            exclude=[self.settings.cache_path.parent, rundir.scratch(self.dir)],  # runs: fapo's
+            scratch=rundir.scratch(self.dir),  # runs: workspaces live in the run folder
             functions=lambda: self.functions,
         )
         self.budget.agent_usd += prop.agent_usd
@@ -179,6 +187,7 @@ class Run:
             leaks=self.leaks,
             known={t.fingerprint(): v for v, t in self.variants.items()},
             rules=RULES,
+            scratch=rundir.scratch(self.dir),  # runs:
         )
         self.budget.agent_usd += review.agent_usd
         return review
@@ -203,6 +212,11 @@ class Run:
 
     # -- the loop ----------------------------------------------------------------------------
     def execute(self) -> rec.OptimizeResult:
+        with self.folder.recording():  # runs: `failed`/`stopped` recorded on the way out
+            return self._execute()
+
+    def _execute(self) -> rec.OptimizeResult:  # runs: was execute()
+        self.tenant.check_data()  # runs: an empty split or shared ids fail the run at start
         model = self.tenant.spec.models["task"]
         sim = " (offline simulated model, not an LLM)" if model.startswith("sim:") else ""
         name, kind = self.tenant.name, self.agent_kind

@@ -85,15 +85,17 @@ def propose(
     watch: Sequence[Path],
     exclude: Sequence[Path] = (),
     functions: Callable[[], dict[str, Any]] = dict,
+    scratch: Path | None = None,
 ) -> ProposalRecord:
     """One proposal at `level` for `cluster`. `out_dir` is the variant's folder; files under
-    `watch` (tenant, run folder) written by the agent outside its workspace are reported."""
+    `watch` (tenant, run folder) written by the agent outside its workspace are reported.
+    The workspace is created in `scratch` (the run's, `fapo.rundir.scratch`; default: TMP)."""
     brief = build_brief(inc, level, cluster, history)
     extra = {"traces.json": json.dumps(brief.traces, indent=2, default=str)}
     if level == "structure":
         extra["functions.md"] = context_listing(functions())
     pdir = out_dir / "proposal"
-    with tempfile.TemporaryDirectory(prefix="fapo-ws-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fapo-ws-", dir=scratch) as tmp:
         ws = Path(tmp) / "workspace"
         prepare(ws, inc.tenant, level, brief, extra)
         before = snapshot(ws)

@@ -248,6 +248,7 @@ def agent_review(
     rationale: str,
     rules: Sequence[str],
     transcripts: Path,
+    scratch: Path | None = None,
 ) -> AgentVerdict:
     """Ask `agent` to review `diff` in a read-only workspace of the candidate. A reviewer that
     fails or modifies its workspace vetoes; its transcripts are copied to `transcripts`."""
@@ -263,7 +264,7 @@ def agent_review(
         traces=[],
         allowed_files=[],
     )
-    with tempfile.TemporaryDirectory(prefix="fapo-review-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fapo-review-", dir=scratch) as tmp:
         ws = Path(tmp) / "workspace"
         prepare(ws, candidate, level, brief, {"diff.patch": diff})
         before = snapshot(ws)
@@ -295,6 +296,7 @@ def review_candidate(
     leaks: LeakIndex,
     known: dict[str, str],
     rules: Sequence[str],
+    scratch: Path | None = None,
 ) -> ReviewRecord:
     """The review stage: every check in code, then (only if all pass) the reviewing agent.
     `files` is the candidate's variant folder (`files/`, `diff.patch`); writes `review.json`."""
@@ -320,6 +322,7 @@ def review_candidate(
             rationale=prop.rationale,
             rules=rules,
             transcripts=files / "review-agent",
+            scratch=scratch,
         )
     review = verdict(checks, agent_part)
     write_json(files / "review.json", review.model_dump(mode="json"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import fapo.rundir as rundir
 from fapo import __version__
 from fapo.agents.base import Agent
 from fapo.artifacts import read_files, read_json, write_files, write_json
@@ -98,6 +99,7 @@ def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:
         if snap:
             run.budget.restore(snap)
             run.budget.variants = 0  # recounted while replaying
+        rundir.note_resume(run.dir, _options_record(run))  # runs: what this resume runs with
     else:
         write_json(
             run_json,
@@ -110,12 +112,8 @@ def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:
                 "agent": run.agent_kind,
                 "spec": run.tenant.spec.model_dump(),
                 "budget": run.budget.spec.model_dump(),
-                "options": {
-                    "concurrency": run.options.concurrency,
-                    "use_cache": run.options.use_cache,
-                    "seed": run.seed,
-                    "models": run.options.models,  # localllm: --model overrides
-                },
+                # runs: everything a resume restores; localllm: --model overrides
+                "options": {**_options_record(run), "models": run.options.models},
                 "versions": {"fapo": __version__, "python": platform.python_version()},
                 "immutable": immutable,
             },
@@ -127,6 +125,12 @@ def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:
         write_files(base, files)
     run.variants["v000"] = replace(run.tenant, files=files)
     return log, immutable
+
+
+def _options_record(run: Run) -> dict[str, Any]:
+    """run.json `options`: what `rundir.restore_options` gives back on `--resume`."""
+    given = {k: v for k, v in run.options.budget.items() if v is not None}
+    return rundir.options_record(run.options, agent=run.agent_kind, seed=run.seed, budget=given)
 
 
 def save_val_attribution(run: Run, variants: Sequence[str]) -> None:

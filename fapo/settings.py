@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from fapo.errors import FapoError, validation_problem
+from fapo.errors import FapoError, read_text, validation_problem
 from fapo.records import Record as _Strict
 
 
@@ -15,6 +15,8 @@ class Defaults(_Strict):
     task_model: str = "sim:default"
     agent: str = "builtin"
     concurrency: int = Field(8, ge=1, le=256)
+    #: Seconds importing chain.py plus build(ctx) may take (an endless loop must not hang).
+    build_timeout_s: float = Field(60, gt=0, le=3600)
 
 
 class Paths(_Strict):
@@ -98,7 +100,7 @@ def load_settings(root: Path | None = None) -> Settings:
     data: dict = {}
     if path.is_file():
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_text(path))
         except tomllib.TOMLDecodeError as exc:
             raise FapoError(f"{path}: invalid TOML: {exc}; fix the syntax") from None
     try:

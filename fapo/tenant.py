@@ -9,22 +9,24 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import math
+import signal
 import sys
+import threading
 import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
 from fapo.artifacts import sha256_text
 from fapo.context import ChainContext
-from fapo.data import iter_rows
-from fapo.errors import FapoError, validation_problem
+from fapo.data import iter_rows, split_problems
+from fapo.errors import FapoError, read_text, validation_problem
 from fapo.records import Example, Score
 from fapo.settings import Settings, load_settings
 from fapo.spec import Level, TenantSpec
@@ -71,7 +73,7 @@ def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
 
 
 def load_yaml(path: Path, text: str | None = None) -> Any:
-    text = path.read_text(encoding="utf-8") if text is None else text
+    text = read_text(path) if text is None else text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -84,7 +86,7 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
 def read_tenant_spec(path: Path) -> TenantSpec:
     if not path.is_file():
         raise FapoError(f"{path}: not found; a tenant folder needs tenant.yaml (try `fapo init`)")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     data = load_yaml(path, text)
     if not isinstance(data, dict):
         raise FapoError(f"{path}: must be a YAML mapping of keys (name, models, scope, …)")
@@ -190,6 +192,19 @@ class Tenant:
                 raise FapoError(f"{path}: declared parameter '{key}' has no value; add `{key}: …`")
         return data
 
+    def raw_params(self) -> dict[str, Any]:
+        """params.yaml as written, a bad or missing value replaced by an allowed one: validation
+        builds with these so a bad parameter (reported once, by `params`) hides no later problem."""
+        try:
+            data = load_yaml(self.root / "params.yaml", self.files.get("params.yaml", "")) or {}
+        except FapoError:
+            data = {}
+        data = dict(data) if isinstance(data, dict) else {}
+        for key, ps in self.spec.params.items():
+            if key not in data or ps.check(data[key]) is not None:
+                data[key] = _allowed_value(ps)
+        return data
+
     @cached_property
     def structure(self) -> dict[str, Any] | None:
         text = self.files.get("structure.yaml")
@@ -206,6 +221,17 @@ class Tenant:
 
     def examples(self, split: str) -> Iterator[Example]:
         return iter_rows(self.data_path(split))
+
+    def data_problems(self) -> list[str]:
+        """Every problem of the three splits (bad rows, an empty split, ids shared by splits)."""
+        return split_problems({s: self.data_path(s) for s in ("train", "val", "test")})
+
+    def check_data(self) -> None:
+        """Raise the first data problem: `eval` and `run` refuse what `validate` reports."""
+        problems = self.data_problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more; `fapo validate` lists them)"
+            raise FapoError(problems[0] + (more if len(problems) > 1 else ""))
 
     def immutable_hashes(self) -> dict[str, str]:
         """sha256 of every immutable file, to prove a proposal changed none of them."""
@@ -290,13 +316,43 @@ class Tenant:
             )
         return mod
 
-    def build(self, model_factory: Callable[..., Any]) -> tuple[Any, ChainContext]:
-        """Build the (uncompiled) StateGraph and apply structural transforms from structure.yaml."""
+    def build(
+        self,
+        model_factory: Callable[..., Any],
+        *,
+        params: Mapping[str, Any] | None = None,
+        problems: list[str] | None = None,
+    ) -> tuple[Any, ChainContext]:
+        """Build the (uncompiled) StateGraph and apply structural transforms from structure.yaml.
+
+        Importing chain.py and calling build(ctx) run under `[defaults] build_timeout_s`: an
+        endless loop there is an error, not a hang. `params` and `problems` are for validation
+        (build with unchecked parameters; collect prompt problems instead of stopping).
+        """
+        limit = self.settings.defaults.build_timeout_s
+        path = self.root / "chain.py"
+        return call_with_time_limit(
+            lambda: self._build(model_factory, params, problems),
+            limit,
+            f"{path}: importing chain.py and build(ctx) did not finish within {limit:g} s "
+            "(an endless loop?); fix chain.py or raise [defaults] build_timeout_s in fapo.toml",
+        )
+
+    def _build(
+        self,
+        model_factory: Callable[..., Any],
+        params: Mapping[str, Any] | None,
+        problems: list[str] | None,
+    ) -> tuple[Any, ChainContext]:
         from langgraph.graph import StateGraph
 
         mod = self.chain_module()
         ctx = ChainContext(
-            prompts=self.prompts, params=self.params, root=self.root, model_factory=model_factory
+            prompts=self.prompts,
+            params=dict(self.params if params is None else params),
+            root=self.root,
+            model_factory=model_factory,
+            problems=problems,
         )
         path = self.root / "chain.py"
         try:
@@ -320,12 +376,69 @@ class Tenant:
         return graph, ctx
 
 
+T = TypeVar("T")
+
+
+def _allowed_value(ps: Any) -> Any:
+    if ps.type == "bool":
+        return False
+    if ps.type == "choice":
+        return ps.choices[0]
+    return int(ps.min) if ps.type == "int" else float(ps.min)
+
+
+class _TimeLimit(BaseException):
+    """Raised by the alarm inside user code; a BaseException so `except Exception` there
+    cannot swallow it."""
+
+
+def call_with_time_limit(fn: Callable[[], T], seconds: float, message: str) -> T:
+    """`fn()`, or a FapoError(message) after `seconds`.
+
+    On the main thread an interval timer interrupts `fn` exactly where it loops (nothing keeps
+    running afterwards). Elsewhere (or with a timer already armed) signals cannot serve: `fn` runs in a daemon thread that is
+    abandoned at the limit (the CLI then exits with the error; the thread dies with it).
+    """
+    # Only where no other interval timer is armed (pytest-timeout, say): theirs must keep going.
+    free = signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    if threading.current_thread() is threading.main_thread() and free:
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise _TimeLimit
+
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return fn()
+        except _TimeLimit:
+            raise FapoError(message) from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="fapo-build", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise FapoError(message)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _read_mutable(root: Path) -> dict[str, str]:
     files = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_file() and is_mutable(rel) and not (_SKIP_DIRS & set(p.parts)):
-            files[rel] = p.read_text(encoding="utf-8")
+            files[rel] = read_text(p)
     return files
 
 

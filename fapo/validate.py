@@ -23,16 +23,23 @@ class _NoModel:
         )
 
 
-def null_factory(models: dict[str, str]) -> Callable[..., Any]:
+def null_factory(models: dict[str, str], problems: list[str] | None = None) -> Callable[..., Any]:
+    """A model factory for building without calling: checks the role (and, outside validation,
+    which reports specs once with their file and line, the spec)."""
     from fapo.models import parse_spec
 
     def factory(role: str = "task", **_: Any) -> Any:
         if role not in models:
-            raise FapoError(
+            message = (
                 f"chain.py asks for model role '{role}' but tenant.yaml 'models' "
                 f"has only {', '.join(models)}; add it there"
             )
-        parse_spec(models[role])
+            if problems is None:
+                raise FapoError(message)
+            problems.append(message)
+            return _NoModel(role)
+        if problems is None:
+            parse_spec(models[role])
         return _NoModel(models[role])
 
     return factory
@@ -46,32 +53,48 @@ def _try(problems: list[str], fn: Callable[[], Any]) -> Any:
         return None
 
 
+def _model_problems(tenant: Tenant) -> list[str]:
+    from fapo.models import parse_spec
+    from fapo.tenant import _yaml_line
+
+    path = tenant.root / "tenant.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    out = []
+    for role, spec in tenant.spec.models.items():
+        try:
+            parse_spec(spec)
+        except FapoError as exc:
+            line = _yaml_line(text, ("models", role))
+            out.append(f"{path}{f':{line}' if line else ''}: models.{role}: {exc}")
+    return out
+
+
 def validate(name_or_path: str, settings: Settings) -> tuple[Tenant | None, list[str], list[str]]:
-    """(tenant, problems, warnings). The tenant is None when tenant.yaml itself is unusable."""
+    """(tenant, problems, warnings): every problem found, each reported once, in file order.
+    The tenant is None when tenant.yaml itself is unusable."""
     problems: list[str] = []
     warnings: list[str] = []
     tenant = _try(problems, lambda: load_tenant(name_or_path, settings))
     if tenant is None:
         return None, problems, warnings
-    for role, spec in tenant.spec.models.items():
-        from fapo.models import parse_spec
-
-        _try(problems, lambda spec=spec, role=role: parse_spec(spec))
+    problems += _model_problems(tenant)
     _try(problems, lambda: tenant.params)
-    ids: dict[str, str] = {}
-    for split in ("train", "val", "test"):
-        rows = _try(problems, lambda split=split: list(tenant.examples(split))) or []
-        for ex in rows:
-            if ex.id in ids:
-                problems.append(
-                    f"{tenant.data_path(split)}: id '{ex.id}' is also in the "
-                    f"{ids[ex.id]} split; a row may appear in one split only"
-                )
-                break
-            ids[ex.id] = split
+    problems += tenant.data_problems()
     _try(problems, lambda: tenant.scorer)
     checks = _try(problems, lambda: tenant.checks) or []
-    built = _try(problems, lambda: tenant.build(null_factory(dict(tenant.spec.models))))
+    # Built with the parameters as written (a bad one is reported above, not again by the
+    # build) and collecting prompt problems, so one problem does not hide the next.
+    built = _try(
+        problems,
+        lambda: tenant.build(
+            null_factory(dict(tenant.spec.models), problems),
+            params=tenant.raw_params(),
+            problems=problems,
+        ),
+    )
     if built is not None:
         graph, ctx = built
         nodes = set(graph.nodes)
@@ -92,4 +115,4 @@ def validate(name_or_path: str, settings: Settings) -> tuple[Tenant | None, list
                 warnings.append(
                     f"prompts/{name}.md is not used by chain.py (no ctx.prompt('{name}'))"
                 )
-    return tenant, problems, warnings
+    return tenant, list(dict.fromkeys(problems)), list(dict.fromkeys(warnings))
