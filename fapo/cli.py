@@ -153,7 +153,8 @@ def run(
     """Optimize a tenant: baseline, then attribute → propose → review → compare until done."""
     from fapo.loop import RunOptions
     from fapo.loop import run as run_loop
-    from fapo.model_overrides import parse_overrides, resumed_models
+    from fapo.model_overrides import parse_overrides
+    from fapo.run_setup import resumed_models
     from fapo.tenant import load_tenant
 
     agent_overrides = {

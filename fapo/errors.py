@@ -25,20 +25,6 @@ class ProviderOutage(FapoError):
 
     exit_code = 3
 
-    def recorded_in(self, run_dir: Any) -> ProviderOutage:
-        """Mark the run stopped by this outage in its run.json: status `interrupted` (not
-        `finished`, so `fapo run --resume` continues it) with this one-line reason."""
-        import time
-        from pathlib import Path
-
-        from fapo.artifacts import read_json, write_json
-
-        path = Path(run_dir) / "run.json"
-        info = read_json(path) if path.is_file() else {}
-        info.update(status="interrupted", stop_reason=str(self), stopped=time.time())
-        write_json(path, info)
-        return self
-
 
 class BudgetExhausted(Exception):
     """Raised inside the loop when a budget limit is reached; the run stops cleanly."""

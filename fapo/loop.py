@@ -27,7 +27,7 @@ from fapo.artifacts import write_json
 from fapo.attribute import ladder, with_agent
 from fapo.cache import CallCache
 from fapo.compare import AcceptanceRule, PairedImprovement, decide
-from fapo.errors import BudgetExhausted, ProviderOutage  # modellayer: +ProviderOutage
+from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.propose import RULES, Incumbent, changes_of, history_entry, propose
@@ -229,8 +229,6 @@ class Run:
                 stop, level = self._round(level)
         except BudgetExhausted as exc:
             stop = rec.Stop(kind=rec.StopKind.BUDGET, message=exc.reason)
-        except ProviderOutage as exc:  # modellayer (issue 14): stopped, resumable, not finished
-            raise exc.recorded_in(self.dir) from None
         return self._finish(stop)
 
     def _round(self, level: LevelState) -> tuple[rec.Stop | None, LevelState]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fapo.errors import FapoError
 
 if TYPE_CHECKING:
-    from fapo.settings import Settings
     from fapo.spec import TenantSpec
 
 
@@ -43,19 +41,3 @@ def apply_overrides(spec: TenantSpec, overrides: Mapping[str, str] | None) -> Te
             f"(its roles: {', '.join(spec.models)})"
         )
     return spec.model_copy(update={"models": {**spec.models, **overrides}})
-
-
-def resumed_models(tenant: str | Path, options: Any, settings: Settings | None) -> dict[str, str]:
-    """The `--model` overrides of a run: the command line's, else on `--resume` the ones recorded
-    in run.json, so a resumed run never silently switches model."""
-    models = dict(getattr(options, "models", None) or {})
-    if models or not options.resume or not options.run_id:
-        return models
-    from fapo.artifacts import read_json
-    from fapo.tenant import load_tenant
-
-    t = load_tenant(tenant, settings)
-    info = t.settings.runs_dir / t.name / options.run_id / "run.json"
-    if not info.is_file():
-        return {}
-    return dict((read_json(info).get("options") or {}).get("models") or {})

@@ -24,10 +24,11 @@ from fapo.events import EventLog
 from fapo.llm import Meter
 from fapo.records import StopRecord
 from fapo.spec import BudgetSpec
-from fapo.tenant import Tenant
+from fapo.tenant import Tenant, load_tenant
 
 if TYPE_CHECKING:
     from fapo.loop import Run
+    from fapo.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -174,3 +175,16 @@ def close_run(run: Run, stop: StopRecord, val: dict[str, float], test: dict[str,
         finished=time.time(),
     )
     write_json(run.dir / "run.json", info)
+
+
+def resumed_models(tenant: str | Path, options: Any, settings: Settings | None) -> dict[str, str]:
+    """The `--model` overrides of a run: the command line's, else on `--resume` the ones recorded
+    in run.json, so a resumed run never silently switches model."""
+    models = dict(getattr(options, "models", None) or {})
+    if models or not options.resume or not options.run_id:
+        return models
+    t = load_tenant(tenant, settings)
+    info = t.settings.runs_dir / t.name / options.run_id / "run.json"
+    if not info.is_file():
+        return {}
+    return dict((read_json(info).get("options") or {}).get("models") or {})

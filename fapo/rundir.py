@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from fapo.artifacts import read_json, write_json
-from fapo.errors import FapoError, fs_error
+from fapo.errors import FapoError, ProviderOutage, fs_error
 
 #: Letters, digits, '.', '_' and '-', starting with a letter or digit: safe as a folder name on
 #: every platform, in a shell and in a URL, and never '..' or a path.
@@ -240,6 +240,8 @@ class RunFolder:
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     reason = "interrupted; `fapo run --resume` continues it"
                     mark(self.run_dir, RunStatus.STOPPED, reason)
+                elif isinstance(exc, ProviderOutage):  # nothing the user wrote is wrong: resumable
+                    mark(self.run_dir, RunStatus.STOPPED, str(exc))
                 else:
                     mark(self.run_dir, RunStatus.FAILED, _reason(exc))
             raise

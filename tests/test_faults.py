@@ -401,7 +401,7 @@ def test_outage_stops_fapo_run_and_resume_finishes_it(provider: str, tmp_path: P
     with FakeAPI(_reply) as api:
         _project(tmp_path, provider, api, 6)  # 6 val calls fail: more than outage_after
         api.fail_when("val-", Fault(status=503))  # train answers, then the provider is down
-        # one candidate keeps the test short; given again on resume (options are not yet restored)
+        # one candidate keeps the test short; given again on resume (the same value is accepted)
         one = ("--agent", "builtin", "--budget-variants", "1")
         res = _fapo(tmp_path, "run", "tiny", *one, "--run-id", "o")
         assert res.returncode == 3, res.stderr[-2000:]
@@ -410,7 +410,7 @@ def test_outage_stops_fapo_run_and_resume_finishes_it(provider: str, tmp_path: P
         assert res.stderr.rstrip().endswith(errors[0]) and "Traceback" not in res.stderr
         run_dir = tmp_path / "runs" / "tiny" / "o"
         info = json.loads((run_dir / "run.json").read_text())
-        assert info["status"] == "interrupted" and "provider outage" in info["stop_reason"]
+        assert info["status"] == "stopped" and "provider outage" in info["stop_reason"]
         # `fapo eval` stops the same way
         res = _fapo(tmp_path, "eval", "tiny", "--split", "val", "--out", str(tmp_path / "e"))
         assert res.returncode == 3 and "provider outage" in res.stderr

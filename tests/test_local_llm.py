@@ -130,7 +130,7 @@ def test_run_records_and_resume_keeps_model_overrides(project) -> None:
     import json
 
     from fapo.loop import RunOptions
-    from fapo.model_overrides import resumed_models
+    from fapo.run_setup import resumed_models
 
     proc = subprocess.run(
         [sys.executable, "-m", "fapo", "run", "demo-qa", "--agent", "builtin", "--json"]
