@@ -113,8 +113,7 @@ def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:
                 "agent": run.agent_kind,
                 "spec": run.tenant.spec.model_dump(),
                 "budget": run.budget.spec.model_dump(),
-                # runs: everything a resume restores; localllm: --model overrides
-                "options": {**_options_record(run), "models": run.options.models},
+                "options": _options_record(run),  # everything a resume restores
                 "versions": {"fapo": __version__, "python": platform.python_version()},
                 "immutable": immutable,
             },

@@ -312,6 +312,7 @@ def options_record(
         "use_cache": options.use_cache,
         "seed": seed,
         "agent_settings": {k: v for k, v in options.agent_settings.items() if v is not None},
+        "models": dict(getattr(options, "models", None) or {}),  # --model ROLE=SPEC overrides
     }
 
 
@@ -348,6 +349,13 @@ def restore_options(run_dir: Path, options: OptionsT) -> OptionsT:
         **options.budget,
         **options.agent_settings,
     }
+    models_then = dict(saved.get("models") or {})
+    models_now = dict(getattr(options, "models", None) or {})
+    if models_now and models_now != models_then:
+        raise FapoError(
+            f"--model {models_now} conflicts with run '{run_dir.name}', started with "
+            f"{models_then or 'the tenant.yaml models'}; resume without it or start a new run"
+        )
     for key, value in now.items():
         if value is not None and value != then.get(key):
             flag = _FLAGS.get(key, key)
@@ -366,6 +374,7 @@ def restore_options(run_dir: Path, options: OptionsT) -> OptionsT:
         seed=then["seed"],
         use_cache=bool(then["use_cache"]),
         agent_settings=dict(saved.get("agent_settings") or {}),
+        **({"models": models_then} if hasattr(options, "models") else {}),
     )
 
 
