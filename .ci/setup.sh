@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,benchmarks]'
 if [ "${1:-}" = "--all" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check 'cwe2==3.0.0'
   bash .ci/install-agents.sh
