@@ -117,6 +117,18 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"- **{v['id']}** ({(v['proposal'] or {}).get('level', '?')}): "
             f"{d.get('status', '?')} — {d.get('reason', '')}"
         )
+    # issue 19: changes that encode the benchmark's verifier logic (tenant.yaml benchmark_specific)
+    from fapo.specificity import flag_variants
+
+    flags = flag_variants(variants[1:], info["spec"].get("benchmark_specific") or [])
+    if flags:
+        L += ["", "## Benchmark-specific changes", ""]
+        L += [
+            f"- **{f.variant}** ({f.level}, {(by_id[f.variant]['decision'] or {}).get('status', '?')}) "
+            f"names the benchmark's own verifiers: {', '.join(f.terms[:8])} — a repair for "
+            "those instruction types, not a general improvement"
+            for f in flags
+        ]
     if data["levels"]:
         L += ["", "## Escalations", ""] + [
             f"- {e['from']} → {e['to']}: {e['why']}" for e in data["levels"]
