@@ -13,7 +13,7 @@ retrieves). Formats, with the fields read (everything else is ignored):
   "SUPPORTED" | "NOT_SUPPORTED", "num_hops"}` — plus `corpus.jsonl` in the same folder (HoVer ships
   no passages; use the Wikipedia abstracts it was built on): one `{"title", "text"}` per line,
   `text` a string or a list of sentences.
-- **papillon**: a PUPA CSV file (`pupa_new.csv`, `pupa_tnb.csv`) or a folder of them, with columns
+- **papillon**: a PUPA CSV file (`PUPA_New.csv`, `PUPA_TNB.csv`) or a folder of them, with columns
   `user_query`, `target_response`, `pii_units` (PII strings joined by `||`); `conversation_hash`
   is used as the id when present.
 
@@ -185,7 +185,7 @@ def load_papillon(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
             need = {"user_query", "target_response", "pii_units"}
             missing = sorted(need - set(reader.fieldnames or []))
             if missing:
-                raise FapoError(f"{f}: no column '{missing[0]}'; give a PUPA CSV (pupa_new.csv)")
+                raise FapoError(f"{f}: no column '{missing[0]}'; give a PUPA CSV (PUPA_New.csv)")
             for n, rec in enumerate(reader, 2):
                 query = (rec["user_query"] or "").strip()
                 if not query:
