@@ -7,7 +7,8 @@ retrieves). Formats, with the fields read (everything else is ignored):
 - **hotpotqa**: a HotpotQA JSON file (e.g. `hotpot_train_v1.1.json`, `hotpot_dev_distractor_v1.json`)
   or a folder of them — a JSON list of `{"_id", "question", "answer", "supporting_facts":
   [[title, sentence_index], …], "context": [[title, [sentence, …]], …]}`. The BM25 corpus is
-  every context paragraph of the given files (deduplicated by title), or `corpus.jsonl` beside them.
+  every context paragraph of the examples kept in the splits (deduplicated by title, so a 90k-row
+  training file does not become a million-passage index), or `corpus.jsonl` beside the files.
 - **hover**: a HoVer JSON file (e.g. `hover_train_release_v1.1.json`) or a folder of them — a JSON
   list of `{"uid", "claim", "supporting_facts": [[title, sentence_index], …], "label":
   "SUPPORTED" | "NOT_SUPPORTED", "num_hops"}` — plus `corpus.jsonl` in the same folder (HoVer ships
@@ -35,6 +36,8 @@ from fapo.errors import FapoError
 
 SEED = 0
 CAPS = (150, 300, 300)
+#: Row key carrying an example's own paragraphs until the corpus is built (never written).
+CONTEXT = "_context"
 
 
 def _files(path: Path, pattern: str, kind: str) -> list[Path]:
@@ -115,16 +118,17 @@ def split(rows: list[dict[str, Any]], seed: int = SEED, sizes: tuple[int, int, i
 
 
 def load_hotpotqa(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    rows, corpus = [], {}
+    rows: list[dict[str, Any]] = []
     files = _files(path, "*.json", "HotpotQA JSON")
     for f in files:
         for i, ex in enumerate(_json_list(f)):
             where = f"{f}: example {i}"
             _need(ex, ("_id", "question", "answer", "supporting_facts", "context"), where)
-            for para in ex["context"]:
-                if not (isinstance(para, list) and len(para) == 2 and isinstance(para[0], str)):
-                    raise FapoError(f"{where}: 'context' must be [[title, [sentence, …]], …]")
-                corpus.setdefault(para[0], _sentences(para[1]))
+            context = ex["context"]
+            if not isinstance(context, list) or not all(
+                isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in context
+            ):
+                raise FapoError(f"{where}: 'context' must be [[title, [sentence, …]], …]")
             rows.append(
                 {
                     "id": str(ex["_id"]),
@@ -133,12 +137,11 @@ def load_hotpotqa(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
                         "answer": str(ex["answer"]),
                         "titles": _titles(ex["supporting_facts"], where),
                     },
+                    CONTEXT: [(t, _sentences(x)) for t, x in context],
                 }
             )
     extra = files[0].parent / "corpus.jsonl"
-    if extra.is_file():
-        corpus = _corpus_file(extra)
-    return rows, corpus
+    return rows, _corpus_file(extra) if extra.is_file() else {}
 
 
 def load_hover(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -222,6 +225,14 @@ def write_tenant_data(benchmark: str, data: Path, dest: Path) -> dict[str, int]:
             raise FapoError(f"--data {data}: id {r['id']!r} appears twice; give each file once")
         seen.add(r["id"])
     parts = split(rows)
+    if not corpus:  # the kept examples' own paragraphs (HotpotQA without corpus.jsonl)
+        for part in parts.values():
+            for r in part:
+                for title, text in r.get(CONTEXT, []):
+                    corpus.setdefault(title, text)
+    for part in parts.values():
+        for r in part:
+            r.pop(CONTEXT, None)
     (dest / "data").mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
         (dest / "data" / f"{name}.jsonl").write_text("".join(_jsonl(part)), encoding="utf-8")

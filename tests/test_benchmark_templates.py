@@ -157,3 +157,27 @@ def test_init_command_with_data(project: Path, monkeypatch: pytest.MonkeyPatch) 
     )
     assert proc.returncode == 2 and "needs --data PATH" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (project / "tenants" / "hv").exists()
+
+
+def test_large_file_is_capped_and_indexes_only_kept_examples(tmp_path: Path) -> None:
+    rows = [
+        {
+            "_id": f"q{i}",
+            "question": f"Where is thing {i}?",
+            "answer": f"place {i}",
+            "supporting_facts": [[f"Thing {i}", 0]],
+            "context": [[f"Thing {i}", [f"Thing {i} is in place {i}."]]],
+        }
+        for i in range(1000)
+    ]
+    (tmp_path / "hotpot_big.json").write_text(json.dumps(rows))
+    counts = write_tenant_data("hotpotqa", tmp_path / "hotpot_big.json", tmp_path / "t")
+    assert counts == {"train": 150, "val": 300, "test": 300, "corpus": 750}
+    kept = {
+        r["label"]["titles"][0]
+        for s in ("train", "val", "test")
+        for r in _rows(tmp_path / "t" / "data" / f"{s}.jsonl")
+    }
+    corpus = {d["title"] for d in _rows(tmp_path / "t" / "corpus" / "passages.jsonl")}
+    assert corpus == kept
+    assert "_context" not in (tmp_path / "t" / "data" / "val.jsonl").read_text()

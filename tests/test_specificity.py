@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -67,3 +68,7 @@ def test_report_flags_a_change_naming_an_instruction_id(tmp_path: Path) -> None:
     assert "## Benchmark-specific changes" in report
     line = next(x for x in report.splitlines() if "names the benchmark" in x)
     assert "count:numbers" in line and "prompt" in line
+    data = json.loads((tmp_path / "runs" / "ifbench" / "flag" / "report.json").read_text())
+    assert data["benchmark_specific"] == [
+        {"variant": "v001", "level": "prompt", "terms": ["count:numbers"]}
+    ]
