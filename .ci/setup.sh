@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,benchmarks]'
 if [ "${1:-}" = "--all" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check 'cwe2==3.0.0'
   # llama-cpp-python has no binary wheel here: portable (no -march=native, so a cached wheel runs

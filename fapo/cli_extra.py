@@ -244,9 +244,15 @@ def check(
 
 def init(
     name: Annotated[str, typer.Argument(help="Name of the new tenant (letters, digits, - and _).")],
-    template: Annotated[str, typer.Option(help="qa, classify or instructions.")] = "qa",
+    template: Annotated[
+        str, typer.Option(help="qa, classify, instructions; hotpotqa, hover, papillon (--data).")
+    ] = "qa",
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Create it here (default: <tenants>/<name>).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="The benchmark's official files (hotpotqa, hover, papillon)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -255,7 +261,7 @@ def init(
 
     settings = project_settings()
     dest = directory or settings.tenants_dir / name
-    files = create(name, template, dest)
+    files = create(name, template, dest, data)
     ref = name if dest.resolve() == (settings.tenants_dir / name).resolve() else str(dest)
     emit(
         {"tenant": name, "template": template, "path": str(dest), "files": files},

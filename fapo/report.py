@@ -45,7 +45,17 @@ def collect_run(run_dir: Path) -> dict[str, Any]:
             }
         )
     levels = [e["data"] for e in log.events if e["kind"] == "level"]
-    return {"info": info, "variants": variants, "levels": levels, "events": len(log.events)}
+    from fapo.specificity import flag_variants  # issue 19: benchmark-specific changes
+
+    terms = (info.get("spec") or {}).get("benchmark_specific") or []
+    flags = [f.model_dump() for f in flag_variants(variants[1:], terms)]
+    return {
+        "info": info,
+        "variants": variants,
+        "levels": levels,
+        "events": len(log.events),
+        "benchmark_specific": flags,
+    }
 
 
 def _fmt(x: float | None, nd: int = 3) -> str:
@@ -173,6 +183,17 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"- **{v['id']}** ({(v['proposal'] or {}).get('level', '?')}): "
             f"{d.get('status', '?')} — {d.get('reason', '')}"
         )
+    # issue 19: changes that encode the benchmark's verifier logic (tenant.yaml benchmark_specific)
+    flags = data.get("benchmark_specific") or []
+    if flags:
+        L += ["", "## Benchmark-specific changes", ""]
+        L += [
+            f"- **{f['variant']}** ({f['level']}, "
+            f"{(by_id[f['variant']]['decision'] or {}).get('status', '?')}) "
+            f"names the benchmark's own verifiers: {', '.join(f['terms'][:8])} — a repair for "
+            "those instruction types, not a general improvement"
+            for f in flags
+        ]
     if data["levels"]:
         L += ["", "## Escalations", ""] + [
             f"- {e['from']} → {e['to']}: {e['why']}" for e in data["levels"]

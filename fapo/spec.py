@@ -114,6 +114,11 @@ class TenantSpec(_Strict):
     agent: AgentOverride | None = None
     concurrency: int | None = Field(None, ge=1)
     seed: int = 0
+    benchmark_specific: list[str] = Field(
+        default_factory=list,
+        description="identifiers of the benchmark's own verifiers (instruction ids, checker "
+        "names); a change that names one is flagged in the report as benchmark-specific",
+    )
 
     @model_validator(mode="after")
     def _task_model(self) -> TenantSpec:
