@@ -3,7 +3,8 @@
 #   bash .ci/setup.sh          core: .venv with fapo and its dev tools (enough for the demo)
 #   bash .ci/setup.sh --all    also what the whole test suite drives for real: the pinned
 #                              Claude Code and Codex CLIs (npm, project-local), Debian's
-#                              Chromium for the HTML report test, cwe2 for the data-prep test
+#                              Chromium for the HTML report test, cwe2 for the data-prep test,
+#                              bubblewrap (the sandbox every agent CLI runs in, docs/security.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,6 +15,14 @@ fi
 if [ "${1:-}" = "--all" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check 'cwe2==3.0.0'
   bash .ci/install-agents.sh
+  if ! command -v bwrap >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends bubblewrap >/dev/null
+    else
+      echo "setup: bwrap missing and not root; install the bubblewrap package (agent CLIs refuse to run without it)" >&2
+    fi
+  fi
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -12,6 +12,7 @@ resumes without redoing finished evaluations or proposals and reaches the same d
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -21,23 +22,32 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fapo import __version__
+from fapo import __version__, sandbox
 from fapo.agents.base import Agent, AttributionRequest, Brief, Cluster, ReviewRequest
 from fapo.artifacts import read_files, read_json, write_files, write_json, write_text
 from fapo.attribute import attribute, traces_for
 from fapo.budget import Budget
 from fapo.cache import CallCache
+from fapo.candidate import build_in_sandbox
 from fapo.compare import AcceptanceRule, PairedImprovement
 from fapo.errors import BudgetExhausted, FapoError
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.events import EventLog
 from fapo.llm import Meter
-from fapo.review import LeakIndex, review_in_code
+from fapo.review import LeakIndex, key_values, review_in_code
 from fapo.settings import Settings
 from fapo.spec import BudgetSpec
 from fapo.tenant import Tenant, load_tenant
-from fapo.workspace import allowed_files, collect, context_listing, prepare, snapshot, unified_diff
+from fapo.workspace import (
+    allowed_files,
+    collect,
+    context_listing,
+    prepare,
+    snapshot,
+    undecodable,
+    unified_diff,
+)
 
 RULES = [
     "Change only the files listed above; everything else is read-only and checked by hash.",
@@ -89,6 +99,8 @@ def make_agent(kind: str, run: Run) -> Agent:
             run.tenant.spec.agent,
             {k: v for k, v in run.options.agent_settings.items() if v is not None},
         )
+        if settings.sandbox:  # [sandbox] refuse, in one line, where bwrap cannot run
+            sandbox.require(kind)
         if kind == "claude-code":
             from fapo.agents.claude_code import ClaudeCodeAgent as Cls
         else:
@@ -248,6 +260,8 @@ class Run:
             )
         self.immutable = immutable
         self.leaks = LeakIndex(self.tenant)
+        # [sandbox] the tenant as it was, to revert any tampering a proposal manages
+        sandbox.snapshot_tenant(self.tenant.root, self.dir / "tenant-snapshot")
         base_files = read_files(self.vdir("v000") / "files")
         if base_files is None:
             write_files(self.vdir("v000") / "files", dict(self.tenant.files))
@@ -333,16 +347,26 @@ class Run:
         pdir = self.vdir(vid) / "proposal"
         with tempfile.TemporaryDirectory(prefix="fapo-ws-") as tmp:
             ws = Path(tmp) / "workspace"
-            prepare(ws, inc, level, brief, extra)
+            # [sandbox] allow-listed workspace; texts revealing sealed data stay out
+            withheld = prepare(ws, inc, level, brief, extra, leak_index=self.leaks)
             before = snapshot(ws)
             started = time.time()
-            proposal = self.agent.propose(brief, ws)
+            proposal = sandbox.safe_propose(self.agent, brief, ws)  # [sandbox] no traceback
             changes, stray = collect(ws, before, inc)
-            from fapo.agents.cli_runner import detect_outside_writes
-
-            outside = detect_outside_writes(
-                [self.tenant.root, self.dir], started, ws, exclude=[self.settings.cache_path.parent]
+            invalid = undecodable(ws, changes)  # [sandbox] non-UTF-8 files are blocked
+            # [sandbox] scans (defence in depth) and putting a tampered tenant back
+            outside = sandbox.outside_writes(
+                started,
+                ws,
+                project_root=self.settings.root,
+                tenant_root=self.tenant.root,
+                run_dir=self.dir,
+                cache_path=self.settings.cache_path,
+                contained=getattr(self.agent, "contained", False),
+                trusted=self.agent_kind == "builtin",
             )
+            reverted = sandbox.revert_tenant(self.tenant.root, self.dir / "tenant-snapshot")
+            outside = sorted({*outside, *(str(self.tenant.root / r) for r in reverted)})
             self._copy_transcripts(Path(tmp), pdir)
         write_text(pdir / "brief.md", brief.to_markdown())
         write_json(pdir / "proposal.json", proposal.model_dump())
@@ -361,6 +385,9 @@ class Run:
             "deleted": sorted(k for k, v in changes.items() if v is None),
             "stray": stray,
             "outside": outside,
+            "reverted": reverted,  # [sandbox] tenant files put back from tenant-snapshot/
+            "withheld": withheld,  # [sandbox] context files kept out (sealed text)
+            "invalid": invalid,  # [sandbox]
             "rationale": proposal.rationale,
             "failure": proposal.failure,
             "agent_usd": usd,
@@ -380,6 +407,11 @@ class Run:
             immutable_before=self.immutable,
             leak_index=self.leaks,
             known=known,
+            invalid=prop.get("invalid", []),  # [sandbox] proposal caps, keys, sandboxed build
+            keys=key_values(
+                os.environ, [a.api_key_env for a in self.settings.agents.values() if a.api_key_env]
+            ),
+            build=build_in_sandbox,
         )
         blocked = [c for c in checks if not c.passed]
         verdict = None

@@ -9,8 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Level = Literal["prompt", "parameter", "structure"]
-LEVELS: tuple[Level, ...] = ("prompt", "parameter", "structure")
+Level = Literal["prompt", "parameter", "structure", "code"]
+#: `code` (editing chain.py: arbitrary Python) is its own opt-in level, after the declarative
+#: `structure` (structure.yaml transforms); docs/security.md says why.
+LEVELS: tuple[Level, ...] = ("prompt", "parameter", "structure", "code")
+#: Tenant names become folder names under runs/: a safe character set, no path separators.
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class _Strict(BaseModel):
@@ -101,7 +105,7 @@ class AgentOverride(_Strict):
 
 
 class TenantSpec(_Strict):
-    name: str
+    name: str = Field(pattern=SAFE_NAME, description="letters, digits, '.', '_', '-' (≤64)")
     description: str = ""
     models: dict[str, str] = Field(description="role -> model spec; 'task' is required")
     data: DataSpec = DataSpec()
@@ -125,6 +129,8 @@ class TenantSpec(_Strict):
             raise ValueError("models must name a 'task' model")
         if len(set(self.scope)) != len(self.scope):
             raise ValueError("scope lists a level twice")
+        if ".." in self.name:
+            raise ValueError("name may not contain '..'")
         return self
 
     def levels(self) -> list[Level]:

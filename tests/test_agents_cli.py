@@ -439,7 +439,7 @@ def _fake_agent(tmp_path: Path, mode: str, **settings: object):
         model="claude-sonnet-4-5",
         api_key_env="FAPO_AGENT_KEY",
         pass_env=["FAKE_MODE", "PIDFILE"],
-        **settings,
+        **{"sandbox": False, **settings},  # the runner's own mechanics; it writes a pid file
     )
     return ClaudeCodeAgent(s, project_root=tmp_path, prices=PRICES_FOR_FAKE, env=env)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Level = Literal["prompt", "parameter", "structure"]
+Level = Literal["prompt", "parameter", "structure", "code"]
 Role = Literal["propose", "attribute", "review"]
 
 

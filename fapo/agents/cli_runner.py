@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from fapo import sandbox
 from fapo.agents.base import (
     AgentUsage,
     AttributionAnswer,
@@ -405,6 +406,18 @@ class CLIAgent:
     def watcher(self) -> Callable[[dict[str, Any]], str | None] | None:
         return None
 
+    @property
+    def contained(self) -> bool:
+        """Runs inside bubblewrap (fapo.sandbox): cannot reach the host's TMP or HOME."""
+        return self.settings.sandbox
+
+    #: Folders created inside the sandbox's tmpfs HOME before the CLI starts.
+    home_dirs: tuple[str, ...] = ()
+
+    def sandboxed_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The environment inside the sandbox: host paths (config dirs) mean nothing there."""
+        return env
+
     def outside_write_attempts(self, parsed: Parsed, workspace: Path) -> list[str]:
         """Denied attempts to write outside the workspace, as `tool: target` strings."""
         return []
@@ -436,7 +449,11 @@ class CLIAgent:
         return (parsed.input_tokens * inp + parsed.output_tokens * outp) / 1_000_000
 
     def invoke(self, role: Role, prompt: str, workspace: Path) -> tuple[Invocation, Parsed]:
-        """One CLI run in `workspace`: command, transcript, usage, errors, all recorded."""
+        """One CLI run in `workspace`: command, transcript, usage, errors, all recorded.
+
+        With `settings.sandbox` (the default) the CLI runs inside bubblewrap (fapo.sandbox):
+        the workspace is its only writable path (read-only for attribute/review), with a
+        throwaway HOME and TMP; nothing else of the project exists for it."""
         binary = self.binary
         if binary is None:
             want = self.settings.binary or self.default_binary
@@ -447,9 +464,23 @@ class CLIAgent:
             parsed = Parsed(True, msg, "", 0, 0, 0, 0.0)
             return Invocation(agent=self.name, role=role, is_error=True, error=msg), parsed
         env = self.environment()
+        ws = workspace.resolve()
+        if self.settings.sandbox:
+            why = sandbox.unavailable()
+            if why:
+                msg = f"refusing to run {self.name} without a sandbox: {why} (or pass --no-sandbox)"
+                parsed = Parsed(True, msg, "", 0, 0, 0, 0.0)
+                return Invocation(agent=self.name, role=role, is_error=True, error=msg), parsed
+            tool_args, inner = sandbox.tool_mount(binary)
+            box = sandbox.agent_sandbox(
+                ws, writable=role == "propose", tool_args=tool_args, home_dirs=self.home_dirs
+            )
+            argv, env = box.wrap(self.argv(inner, role, prompt, ws), self.sandboxed_env(env))
+        else:
+            argv = self.argv(binary, role, prompt, ws)
         transcript = self._transcript(workspace, role)
         result = run_cli(
-            self.argv(binary, role, prompt, workspace.resolve()),
+            argv,
             cwd=workspace,
             env=env,
             timeout_s=self.settings.timeout_s,
