@@ -35,7 +35,7 @@ from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.events import EventLog
 from fapo.llm import Meter
-from fapo.review import LeakIndex, key_values, review_in_code
+from fapo.review import LeakIndex, key_values, redact_keys, review_in_code
 from fapo.settings import Settings
 from fapo.spec import BudgetSpec
 from fapo.tenant import Tenant, load_tenant
@@ -350,10 +350,23 @@ class Run:
             # [sandbox] allow-listed workspace; texts revealing sealed data stay out
             withheld = prepare(ws, inc, level, brief, extra, leak_index=self.leaks)
             before = snapshot(ws)
+            contained = getattr(self.agent, "contained", False)
+            # [sandbox] an agent outside bwrap could rewrite the run's records or the cache
+            restore = (
+                sandbox.RestorePoint(
+                    [self.dir], [self.settings.root / "fapo.toml", self.settings.cache_path]
+                )
+                if not contained and self.agent_kind != "builtin"
+                else None
+            )
             started = time.time()
             proposal = sandbox.safe_propose(self.agent, brief, ws)  # [sandbox] no traceback
+            links = sandbox.symlinks_in(ws)  # [sandbox] links are blocked, never followed
             changes, stray = collect(ws, before, inc)
+            changes = {r: t for r, t in changes.items() if r not in links}
+            stray = sorted({*stray, *(f"{r} (symlink)" for r in links)})
             invalid = undecodable(ws, changes)  # [sandbox] non-UTF-8 files are blocked
+            changes, key_hits = redact_keys(changes, self._keys())  # [sandbox] never recorded
             # [sandbox] scans (defence in depth) and putting a tampered tenant back
             outside = sandbox.outside_writes(
                 started,
@@ -362,10 +375,11 @@ class Run:
                 tenant_root=self.tenant.root,
                 run_dir=self.dir,
                 cache_path=self.settings.cache_path,
-                contained=getattr(self.agent, "contained", False),
+                contained=contained,
                 trusted=self.agent_kind == "builtin",
             )
             reverted = sandbox.revert_tenant(self.tenant.root, self.dir / "tenant-snapshot")
+            reverted += restore.restore() if restore else []
             outside = sorted({*outside, *(str(self.tenant.root / r) for r in reverted)})
             self._copy_transcripts(Path(tmp), pdir)
         write_text(pdir / "brief.md", brief.to_markdown())
@@ -388,10 +402,16 @@ class Run:
             "reverted": reverted,  # [sandbox] tenant files put back from tenant-snapshot/
             "withheld": withheld,  # [sandbox] context files kept out (sealed text)
             "invalid": invalid,  # [sandbox]
+            "key_hits": key_hits,  # [sandbox] `file: $VAR` only, never the value
             "rationale": proposal.rationale,
             "failure": proposal.failure,
             "agent_usd": usd,
         }
+
+    def _keys(self) -> dict[str, str]:
+        """[sandbox] values of every known key variable (incl. each agent's api_key_env)."""
+        names = [a.api_key_env for a in self.settings.agents.values() if a.api_key_env]
+        return key_values(os.environ, names)
 
     def _review(self, vid: str, prop: dict[str, Any]) -> dict[str, Any]:
         inc = self.variants[prop["parent"]]
@@ -408,9 +428,8 @@ class Run:
             leak_index=self.leaks,
             known=known,
             invalid=prop.get("invalid", []),  # [sandbox] proposal caps, keys, sandboxed build
-            keys=key_values(
-                os.environ, [a.api_key_env for a in self.settings.agents.values() if a.api_key_env]
-            ),
+            keys=self._keys(),
+            key_hits=prop.get("key_hits", []),
             build=build_in_sandbox,
         )
         blocked = [c for c in checks if not c.passed]

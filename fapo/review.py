@@ -108,6 +108,11 @@ def _added_text(old: str | None, new: str) -> str:
 _SPAWN_CALLS = re.compile(
     r"^(system|popen|exec[lv]p?e?|spawn[lv]p?e?|posix_spawnp?|fork|forkpty|kill|startfile)$"
 )
+#: Attributes that walk from any object to builtins, frames or loaded modules.
+_INTROSPECTION = {
+    "__dict__", "__globals__", "__subclasses__", "__code__", "__builtins__", "__import__",
+    "__bases__", "__mro__", "__class__", "f_globals", "f_locals", "f_back", "gi_frame", "modules",
+}  # fmt: skip
 #: Constants that name the sealed side of a tenant or project state, as a path part.
 _SEALED_PARTS = {"scorer.py", "checks.py", ".fapo", "fapo.toml", "cache.sqlite", "runs", ".."}
 
@@ -160,6 +165,16 @@ def _unsafe_code(source: str, tenant: Tenant | None = None) -> str | None:
                 return f"chain.py starts a process ({name}())"
             if name in ("getenv", "putenv", "unsetenv"):
                 return f"chain.py reads the environment ({name}())"
+            if name in ("getattr", "setattr", "delattr") and not (
+                len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+            ):
+                return f"chain.py uses {name}() with a computed name"
+            if isinstance(fn, ast.Name) and name in ("globals", "locals", "vars", "breakpoint"):
+                return f"chain.py calls {name}()"
+        if isinstance(node, ast.Name) and node.id in ("__builtins__", "__loader__", "__spec__"):
+            return f"chain.py uses {node.id}"
+        if isinstance(node, ast.Attribute) and node.attr in _INTROSPECTION:
+            return f"chain.py reaches interpreter internals (.{node.attr})"
         if isinstance(node, ast.Attribute) and node.attr in ("environ", "environb"):
             return "chain.py reads the environment (os.environ)"
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -182,14 +197,30 @@ def oversized_or_binary(changes: dict[str, str | None], invalid: Iterable[str] =
     return found
 
 
-_KEY_NAME = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_ACCESS_KEY)$|^(API_KEY|TOKEN)$", re.I)
+_KEY_NAME = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD)$|^(API_KEY|TOKEN)$", re.I)
 
 
 def key_values(env: Mapping[str, str], names: Iterable[str] = ()) -> dict[str, str]:
-    """{variable: value} of every known key: *_API_KEY, *_TOKEN… and the configured
+    """{variable: value} of every known key: *_KEY (so *_API_KEY), *_TOKEN… and the configured
     `api_key_env` names. Short values (< 8 chars) are too likely to occur by chance."""
     wanted = {k for k in env if _KEY_NAME.search(k)} | {n for n in names if n in env}
     return {k: env[k] for k in sorted(wanted) if len(env[k]) >= 8}
+
+
+def redact_keys(
+    changes: dict[str, str | None], keys: Mapping[str, str]
+) -> tuple[dict[str, str | None], list[str]]:
+    """(changes with every key value replaced, `contains_keys` hits): a proposal holding a key
+    is blocked, and the key never reaches the run's records."""
+    hits = contains_keys(changes, keys)
+    if not hits:
+        return changes, []
+    clean: dict[str, str | None] = {}
+    for rel, text in changes.items():
+        for value in sorted(keys.values(), key=len, reverse=True):
+            text = text.replace(value, "[REDACTED]") if text else text
+        clean[rel] = text
+    return clean, hits
 
 
 def contains_keys(changes: dict[str, str | None], keys: Mapping[str, str]) -> list[str]:
@@ -216,11 +247,13 @@ def review_in_code(
     invalid: Iterable[str] = (),
     keys: Mapping[str, str] | None = None,
     build: Callable[[Tenant], str | None] | None = None,
+    key_hits: Iterable[str] = (),
 ) -> list[Check]:
     """All deterministic checks; the candidate is blocked if any fails.
 
     `invalid`: changed files that were not UTF-8 on disk; `keys`: {variable: value} of known
-    keys (default: `key_values(os.environ)`); `build`: how to build a variant whose chain.py
+    keys (default: `key_values(os.environ)`); `key_hits`: keys found (and redacted) before the
+    changes were recorded, see `redact_keys`; `build`: how to build a variant whose chain.py
     changed (the sandboxed worker; None = in-process, for the tenant's own chain only). Nothing
     of a candidate runs unless every earlier check passed."""
     from fapo.validate import null_factory
@@ -230,7 +263,10 @@ def review_in_code(
     add(Check("changed", bool(changes), "" if changes else "the proposal changed no file"))
     bad_files = oversized_or_binary(changes, invalid)
     add(Check("size_and_encoding", not bad_files, "; ".join(bad_files)))
-    key_hits = contains_keys(changes, key_values(os.environ) if keys is None else keys)
+    key_hits = [
+        *key_hits,
+        *contains_keys(changes, key_values(os.environ) if keys is None else keys),
+    ]
     add(Check("no_keys", not key_hits, "; ".join(key_hits)))
     out_of_scope = [r for r in changes if not in_scope(r, level)]  # type: ignore[arg-type]
     new_files = [r for r, t in changes.items() if t is not None and r not in incumbent.files]

@@ -200,6 +200,14 @@ def outside_writes(
     return sorted(set(hits) - ancestors)
 
 
+def symlinks_in(workspace: Path) -> list[str]:
+    """Symlinks the agent left in its workspace: never followed, always blocked (a link to
+    data/val.jsonl would otherwise be read as the proposal's text)."""
+    return sorted(
+        p.relative_to(workspace).as_posix() for p in workspace.rglob("*") if p.is_symlink()
+    )
+
+
 _SNAPSHOT_SKIP = {"__pycache__", ".pytest_cache"}
 
 
@@ -263,3 +271,40 @@ def safe_propose(agent: Agent, brief: Brief, workspace: Path) -> Proposal:
     except Exception as exc:  # noqa: BLE001 - any agent failure is a recorded, invalid proposal
         why = redact(f"{type(exc).__name__}: {exc}", secret_values(os.environ))[:500]
         return Proposal(failure=f"agent raised {why}")
+
+
+class RestorePoint:
+    """Bytes of every file under `dirs` plus `files`, taken before an uncontained agent runs,
+    so whatever it changed there (the run's records, fapo.toml, the call cache) is put back.
+
+    Only for agents outside bwrap (scripted, --no-sandbox): a contained agent cannot reach these
+    paths, and the built-in agent is fapo's own code writing the cache on purpose."""
+
+    def __init__(self, dirs: Iterable[Path], files: Iterable[Path] = ()) -> None:
+        self.dirs = [Path(d) for d in dirs]
+        self.saved: dict[Path, bytes] = {}
+        for d in self.dirs:
+            if d.is_dir():
+                self.saved.update({p: p.read_bytes() for p in _files(d).values()})
+        for f in files:
+            if Path(f).is_file():
+                self.saved[Path(f)] = Path(f).read_bytes()
+        self.files = [Path(f) for f in files]
+
+    def restore(self) -> list[str]:
+        """Put every saved file back, remove new ones under `dirs`; the paths that differed."""
+        changed = []
+        for p, data in self.saved.items():
+            if p.is_symlink() or not p.is_file() or p.read_bytes() != data:
+                if p.is_symlink():
+                    p.unlink()
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+                changed.append(str(p))
+        now = [p for d in self.dirs if d.is_dir() for p in _files(d).values()]
+        now += [f for f in self.files if f.exists() or f.is_symlink()]
+        for p in now:
+            if p not in self.saved:
+                p.unlink()
+                changed.append(str(p))
+        return sorted(changed)
