@@ -145,6 +145,8 @@ class Run:
             spec.agent.kind if spec.agent and spec.agent.kind else self.settings.defaults.agent
         )
         self._agent = agent
+        if agent is None and self.agent_kind in ("claude-code", "codex"):
+            self._agent = make_agent(self.agent_kind, self)  # [sandbox] refuse before any work
         self.on_event = on_event or (lambda kind, data: None)
         self.cache = CallCache(self.settings.cache_path) if options.use_cache else None
         self.log: EventLog | None = None
