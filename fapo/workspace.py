@@ -91,8 +91,8 @@ def prepare(
 ) -> dict[str, str]:
     """Lay out a fresh workspace from an explicit allow-list: the variant's mutable files (in
     scope at the top, the rest under context/), CONTEXT_FILES, `extra_context` (context-relative
-    name -> text) and the brief. With `leak_index`, every file copied from the tenant that would
-    reveal sealed (validation/test) text stays out — demo-qa's README did (val and test
+    name -> text) and the brief. With `leak_index`, every immutable file copied from the tenant
+    (CONTEXT_FILES) that would reveal sealed (validation/test) text stays out — demo-qa's README did (val and test
     questions with answers). The brief and `extra_context` are built by the engine from train
     evidence only and are not re-checked: train traces quote corpus passages that mention val
     answers (e.g. a year) without revealing which question they answer. Returns {withheld
@@ -100,10 +100,14 @@ def prepare(
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
-    wanted: dict[Path, tuple[str, str]] = {}  # tenant files: target -> (text, record name)
+    # The variant's own files are always there: they are what the agent edits, every earlier
+    # change to them passed review's leak check, and the original ones are the tenant author's
+    # (demo-instructions' params.yaml `max_tokens: 100` matched a sealed label '100').
     for rel, text in tenant.files.items():
         target = ws / rel if in_scope(rel, level) else ws / CONTEXT / rel  # type: ignore[arg-type]
-        wanted[target] = (text, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    wanted: dict[Path, tuple[str, str]] = {}  # immutable tenant files: target -> (text, name)
     for rel in CONTEXT_FILES:
         src = tenant.root / rel
         if src.is_file() and not src.is_symlink():

@@ -234,7 +234,7 @@ def _demo_script(kind: str) -> Script:
         )
         + _write(kind, "structure.yaml", (FIX / "structure.yaml").read_text()),
     }
-    s = Script()
+    s = Script(route_on_tool_results=True)
     s.add("[fapo:role=review]", json_answer({"approve": True, "reasons": ["in scope"]}))
     s.add("[fapo:role=attribute]", Text("no opinion"))
     for level, steps in fixes.items():
@@ -275,3 +275,32 @@ def test_load_settings_sandbox_flag(tmp_path):
     (tmp_path / "fapo.toml").write_text("[agents.codex]\nsandbox = false\n")
     assert load_settings(tmp_path).agent("codex").sandbox is False
     assert load_settings(tmp_path).agent("claude-code").sandbox is True
+
+
+@pytest.mark.cli
+def test_codex_in_the_sandbox_no_web_search_no_key_in_tools_no_reads_outside(tmp_path):
+    from agentmock.harness import codex, workspace
+
+    from fapo.agents.base import Brief
+
+    require("codex")
+    ws = workspace(tmp_path)
+    sealed = tmp_path / "sealed.txt"
+    sealed.write_text("SEALED-VALUE")
+    script = Script().add(
+        "[fapo:role=propose]",
+        Tool("exec_command", {"cmd": f"cat {sealed}; env; echo $HOME; ls /"}),
+        Text("done"),
+    )
+    brief = Brief(tenant="t", level="prompt", objective="x", scores={}, cluster=None,
+                  traces=[], allowed_files=["prompts/answer.md"])  # fmt: skip
+    with MockModelServer("responses", script) as srv:
+        codex(tmp_path, srv.url).propose(brief, ws)
+        bodies = [r.body for r in srv.model_requests()]
+    tools = {t.get("name") or t.get("type") for t in bodies[0].get("tools", [])}
+    assert "exec_command" in tools and "web_search" not in tools
+    outputs = json.dumps(bodies[-1])  # the tool's output went back to the model
+    assert "No such file or directory" in outputs and "SEALED-VALUE" not in outputs
+    assert sandbox.HOME in outputs
+    assert AGENT_KEY not in outputs and "CODEX_API_KEY" not in outputs
+    assert srv.model_requests()[0].headers.get("authorization") == f"Bearer {AGENT_KEY}"
