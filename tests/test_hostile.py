@@ -436,11 +436,16 @@ def test_hostile_corpus_real_cli_sandboxed(tmp_path, kind, level):
             script.add(_attempt(i), *steps, Text(f"done {marker(c.id)}"))
         srv.state.script = script
         before = _tree_hash(proj / "tenants" / "demo-qa")
-        proc = _run(proj, _env(tmp_path), kind)
+        env = _env(tmp_path)
+        home_before = _tree_hash(tmp_path / "home")
+        proc = _run(proj, env, kind)
         bodies = [json.dumps(r.body) for r in srv.model_requests()]
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_outcome(proj, cases, before)
     _no_marker_outside(tmp_path, proj)
+    # the real HOME (no auto-memory folder, no ~/.claude.json) and TMPDIR are as they were
+    assert _tree_hash(tmp_path / "home") == home_before
+    assert list((tmp_path / "tmpdir").iterdir()) == []
     # no sealed read ever reached the model: not the data, the README, the run's results, HOME
     seen = [m for m in SEALED_MARKS if any(m in b for b in bodies)]
     assert not seen, seen[:3]

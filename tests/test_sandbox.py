@@ -214,8 +214,11 @@ def _demo_project(tmp_path: Path, kind: str, url: str) -> Path:
 
 
 def _write(kind: str, rel: str, text: str) -> list:
-    if kind == "claude-code":
-        return [Tool("Write", {"file_path": rel, "content": text})]
+    if kind == "claude-code":  # Claude Code overwrites only a file it has read
+        return [
+            Tool("Read", {"file_path": rel}),
+            Tool("Write", {"file_path": rel, "content": text}),
+        ]
     return [Tool("exec_command", {"cmd": f"cat > {rel} <<'FAPO_EOF'\n{text}FAPO_EOF"})]
 
 
