@@ -14,7 +14,7 @@ from typing import Any
 from fapo.attribute import gold_strings
 from fapo.context import placeholders
 from fapo.errors import FapoError
-from fapo.tenant import Tenant, in_scope
+from fapo.tenant import Tenant, in_scope, is_mutable
 
 NGRAM = 8
 _FORBIDDEN_CALLS = {"eval", "exec", "__import__", "compile"}
@@ -301,6 +301,14 @@ def review_in_code(
     changed_imm = sorted(
         k for k in set(now) | set(immutable_before) if now.get(k) != immutable_before.get(k)
     )
+    # Tampering already put back from the run's snapshot still counts (it shows in `outside`).
+    root = incumbent.root.resolve()
+    for hit in outside:
+        p = Path(hit.rstrip("/"))
+        if p.is_absolute() and p.is_relative_to(root) and p != root:
+            rel = p.relative_to(root).as_posix()
+            if not is_mutable(rel) and rel not in changed_imm:
+                changed_imm.append(f"{rel} (reverted)")
     add(
         Check(
             "immutable_unchanged",

@@ -10,6 +10,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each test its own $TMPDIR: fapo scans TMP for writes of agents outside the sandbox, and
+    other processes on a shared machine write /tmp all the time."""
+    import tempfile
+
+    tmp = tmp_path / "_tmpdir"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+
 @pytest.fixture
 def project(tmp_path: Path):
     """Settings of a throwaway project whose tenants folder is a copy of the repo's demos."""
