@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import fapo
 from fapo import sandbox
 from fapo.errors import FapoError
 from fapo.tenant import Tenant, is_mutable
@@ -57,7 +56,7 @@ def copy_for_worker(tenant: Tenant, dest: Path) -> None:
 def _python_paths() -> list[Path]:
     """What the worker's interpreter needs, read-only: the venv, the base Python, fapo's source."""
     paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    paths.add(Path(fapo.__file__).resolve().parent)
+    paths.add(Path(__file__).resolve().parent)  # fapo's own source
     exe = Path(sys.executable).resolve()
     paths.add(exe.parent.parent)
     return sorted(p for p in paths if not p.is_relative_to("/usr"))
@@ -101,11 +100,11 @@ def build_in_sandbox(variant: Tenant, *, timeout_s: float = BUILD_TIMEOUT_S) -> 
 
 def _worker(root: Path) -> int:
     from fapo.settings import Settings
-    from fapo.tenant import _read_mutable, parse_spec
+    from fapo.tenant import _read_mutable, read_tenant_spec
     from fapo.validate import null_factory
 
     try:
-        spec = parse_spec(root / "tenant.yaml")
+        spec = read_tenant_spec(root / "tenant.yaml")
         tenant = Tenant(
             root=root, spec=spec, settings=Settings(root=root), files=_read_mutable(root)
         )

@@ -5,9 +5,10 @@ higher permitted level with high confidence; after a structural acceptance, back
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from fapo.spec import EscalationSpec, Level
+from fapo.records import Attribution, DecisionRecord, Level
+from fapo.spec import EscalationSpec
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,15 @@ class LevelState:
 
 
 class EscalationPolicy(Protocol):
+    """Which level the next proposal works at. `before_proposal` sees the incumbent's attribution
+    (a reason string means the level moved); `after_decision` returns None to stop the run."""
+
     def before_proposal(
-        self, state: LevelState, dominant: dict[str, Any] | None
+        self, state: LevelState, attribution: Attribution
     ) -> tuple[LevelState, str | None]: ...
 
     def after_decision(
-        self, state: LevelState, accepted: bool, level_exhausted: bool = False
+        self, state: LevelState, decision: DecisionRecord, level_exhausted: bool = False
     ) -> tuple[LevelState | None, str]: ...
 
 
@@ -37,31 +41,32 @@ class LadderPolicy:
         return list(self.levels[self.levels.index(level) + 1 :])
 
     def before_proposal(
-        self, state: LevelState, dominant: dict[str, Any] | None
+        self, state: LevelState, attribution: Attribution
     ) -> tuple[LevelState, str | None]:
         """Move up one level at once if the dominant cluster is confidently a higher level.
 
         One level per decision: the level in between gets a proposal before the next jump, so a
         cheaper fix is never skipped just because a bigger cluster sits higher up."""
-        if not dominant or state.jumped:
+        dominant = attribution.dominant
+        if dominant is None or state.jumped:
             return state, None
-        target = dominant["level"]
+        target = dominant.level
         above = [lv for lv in self._above(state.level) if lv not in state.exhausted]
-        if target in above and dominant["confidence"] >= self.spec.high_confidence:
+        if target in above and dominant.confidence >= self.spec.high_confidence:
             nxt = above[0]
             why = (
-                f"the dominant failure ({dominant['step']}: {dominant['cause']}, "
-                f"{len(dominant['example_ids'])} examples) needs the {target} level "
-                f"(confidence {dominant['confidence']:.2f}); moving one level up"
+                f"the dominant failure ({dominant.step}: {dominant.cause}, "
+                f"{len(dominant.example_ids)} examples) needs the {target} level "
+                f"(confidence {dominant.confidence:.2f}); moving one level up"
             )
             return LevelState(nxt, 0, state.exhausted, jumped=True), why
         return state, None
 
     def after_decision(
-        self, state: LevelState, accepted: bool, level_exhausted: bool = False
+        self, state: LevelState, decision: DecisionRecord, level_exhausted: bool = False
     ) -> tuple[LevelState | None, str]:
         """Next state, or None when every permitted level is exhausted."""
-        if accepted:
+        if decision.accepted:
             if state.level in ("structure", "code"):
                 return LevelState(
                     self.levels[0], 0, ()

@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from fapo.agents.base import Agent, Brief, Proposal
 from fapo.errors import FapoError
 
 #: Private HOME inside the sandbox: a tmpfs, gone when the process ends (no auto-memory survives).
@@ -148,6 +148,59 @@ def agent_sandbox(
 
 # -- defence in depth: what changed outside, and putting the tenant back ----------------------
 
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def detect_outside_writes(
+    roots: list[Path], since: float, workspace: Path, exclude: Iterable[Path] = ()
+) -> list[str]:
+    """Files (and directories whose entries changed) under `roots` modified after `since`
+    (a `time.time()` taken before the agent started), outside `workspace` and `exclude`.
+
+    Uses the change time too, which a process cannot set back, so `touch -d` cannot hide a write.
+    Directories are reported as `path/` (an entry added or removed: e.g. a deleted file), except
+    ancestors of the workspace or of an excluded path, which the engine itself touches.
+    """
+    ws = workspace.resolve()
+    skip = [Path(p).resolve() for p in exclude]
+    protected_dirs = {ws, *ws.parents}
+    for p in skip:
+        protected_dirs |= {p.parent, *p.parent.parents}
+    hits: list[str] = []
+    for root in roots:
+        root = root.resolve()
+        if not root.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            here = Path(dirpath)
+            if _inside(here, ws) or any(_inside(here, s) for s in skip):
+                dirnames[:] = []
+                continue
+            try:
+                st = os.lstat(here)
+                if max(st.st_mtime, st.st_ctime) > since and here not in protected_dirs:
+                    hits.append(str(here) + "/")
+            except OSError:
+                pass
+            for name in filenames:
+                path = here / name
+                if any(path == s or _inside(path, s) for s in skip):
+                    continue
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if max(st.st_mtime, st.st_ctime) > since:
+                    hits.append(str(path))
+    return sorted(set(hits))
+
+
 #: HOME entries where agent CLIs keep state (scanned in full); the rest of HOME one level deep
 #: only: a full walk of a developer HOME took 2.1 s here (256k entries), per proposal.
 HOME_AGENT_DIRS = (".claude", ".codex", ".config", ".local", ".cache/fapo", ".npm/_logs")
@@ -175,8 +228,6 @@ def outside_writes(
     built-in proposal), so those are scanned only when the agent runs unsandboxed. `trusted`:
     the in-process built-in agent evaluates candidates itself, so the call cache legitimately
     changes while it proposes, and it is fapo's own code (no TMP/HOME scan either)."""
-    from fapo.agents.cli_runner import detect_outside_writes
-
     exclude = [workspace.resolve().parent]
     if trusted and cache_path is not None:
         exclude.append(cache_path.parent)
@@ -261,18 +312,6 @@ def revert_tenant(tenant_root: Path, snapshot: Path) -> list[str]:
     return changed
 
 
-def safe_propose(agent: Agent, brief: Brief, workspace: Path) -> Proposal:
-    """`agent.propose`, with an exception turned into an invalid proposal (redacted reason)
-    instead of a traceback that leaves the run 'running'."""
-    from fapo.agents.cli_runner import redact, secret_values
-
-    try:
-        return agent.propose(brief, workspace)
-    except Exception as exc:  # noqa: BLE001 - any agent failure is a recorded, invalid proposal
-        why = redact(f"{type(exc).__name__}: {exc}", secret_values(os.environ))[:500]
-        return Proposal(failure=f"agent raised {why}")
-
-
 class RestorePoint:
     """Bytes of every file under `dirs` plus `files`, taken before an uncontained agent runs,
     so whatever it changed there (the run's records, fapo.toml, the call cache) is put back.
@@ -308,3 +347,46 @@ class RestorePoint:
                 p.unlink()
                 changed.append(str(p))
         return sorted(changed)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What the propose stage needs to contain and check one agent run (docs/security.md)."""
+
+    project_root: Path
+    tenant_root: Path
+    run_dir: Path
+    cache_path: Path
+    trusted: bool = False  # fapo's own in-process built-in agent
+    keys: Mapping[str, str] = field(default_factory=dict)  # known key values: never recorded
+    leak_index: Any = None  # review.LeakIndex: leaky tenant files stay out of the workspace
+
+    @property
+    def tenant_snapshot(self) -> Path:
+        return self.run_dir / "tenant-snapshot"
+
+    def restore_point(self, contained: bool) -> RestorePoint | None:
+        """Saved bytes of the run, fapo.toml and the cache, for an agent outside bwrap."""
+        if contained or self.trusted:
+            return None
+        return RestorePoint([self.run_dir], [self.project_root / "fapo.toml", self.cache_path])
+
+    def after(
+        self, since: float, workspace: Path, contained: bool, restore: RestorePoint | None
+    ) -> tuple[list[str], list[str]]:
+        """(outside writes, files put back): scans, then the tenant reverted from its snapshot
+        and, for an uncontained agent, the run/fapo.toml/cache restored."""
+        outside = outside_writes(
+            since,
+            workspace,
+            project_root=self.project_root,
+            tenant_root=self.tenant_root,
+            run_dir=self.run_dir,
+            cache_path=self.cache_path,
+            contained=contained,
+            trusted=self.trusted,
+        )
+        reverted = revert_tenant(self.tenant_root, self.tenant_snapshot)
+        restored = restore.restore() if restore else []
+        outside = sorted({*outside, *(str(self.tenant_root / r) for r in reverted), *restored})
+        return outside, [*reverted, *restored]

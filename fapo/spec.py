@@ -7,18 +7,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-Level = Literal["prompt", "parameter", "structure", "code"]
-#: `code` (editing chain.py: arbitrary Python) is its own opt-in level, after the declarative
-#: `structure` (structure.yaml transforms); docs/security.md says why.
-LEVELS: tuple[Level, ...] = ("prompt", "parameter", "structure", "code")
+from fapo.records import LEVELS, Level  # noqa: F401  (re-exported: fapo.spec.LEVELS)
+from fapo.records import Record as _Strict
+
 #: Tenant names become folder names under runs/: a safe character set, no path separators.
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ParamSpec(_Strict):

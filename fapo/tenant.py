@@ -83,7 +83,7 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
         raise FapoError(f"{where}: malformed YAML ({problem}); fix the syntax") from None
 
 
-def parse_spec(path: Path) -> TenantSpec:
+def read_tenant_spec(path: Path) -> TenantSpec:
     if not path.is_file():
         raise FapoError(f"{path}: not found; a tenant folder needs tenant.yaml (try `fapo init`)")
     text = path.read_text(encoding="utf-8")
@@ -362,5 +362,5 @@ def load_tenant(name_or_path: str | Path, settings: Settings | None = None) -> T
             f"{root / escaping[0]}: symlink leaves the tenant folder; copy the file in instead "
             f"({len(escaping)} such link{'s' if len(escaping) > 1 else ''})"
         )
-    spec = parse_spec(root / "tenant.yaml")
+    spec = read_tenant_spec(root / "tenant.yaml")
     return Tenant(root=root, spec=spec, settings=settings, files=_read_mutable(root))

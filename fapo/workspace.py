@@ -7,17 +7,15 @@ After the agent returns, `collect` reads what changed from disk (never from the 
 from __future__ import annotations
 
 import difflib
-import json
 import shutil
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from fapo.agents.base import Brief
 from fapo.artifacts import snapshot
+from fapo.records import Level
 from fapo.tenant import Tenant, in_scope, is_mutable
-
-if TYPE_CHECKING:
-    from fapo.agents.base import Brief
 
 ENGINE_FILES = ("BRIEF.md", "brief.json")
 CONTEXT = "context"
@@ -25,49 +23,8 @@ CONTEXT = "context"
 CONTEXT_FILES = ("scorer.py", "checks.py", "tenant.yaml", "README.md")
 
 
-def brief_markdown(brief: Brief) -> str:
-    lines = [
-        f"# Task: one scoped change at the {brief.level} level of tenant `{brief.tenant}`",
-        "",
-        brief.objective,
-        "",
-        "## Scores (aggregate only)",
-        *[f"- {k}: {v:.3f}" for k, v in brief.scores.items()],
-        "",
-        "## Files you may change",
-        *[f"- `{f}`" for f in brief.allowed_files],
-        "",
-    ]
-    if brief.param_bounds:
-        lines += [
-            "## Parameter bounds",
-            "```json",
-            json.dumps(brief.param_bounds, indent=2),
-            "```",
-            "",
-        ]
-    if brief.cluster:
-        c = brief.cluster
-        lines += [
-            "## Failure cluster to fix",
-            f"- step: `{c.step}`; cause: {c.cause}; level: {c.level}; confidence {c.confidence:.2f}",
-            f"- {len(c.example_ids)} train examples; suggested fix: {c.suggested_fix}",
-            "",
-            "Train traces of this cluster (with labels) are in `context/traces.json`.",
-            "",
-        ]
-    if brief.history:
-        lines += [
-            "## Earlier attempts",
-            *[f"- {json.dumps(h, default=str)}" for h in brief.history],
-            "",
-        ]
-    lines += ["## Rules", *[f"- {r}" for r in brief.rules], ""]
-    return "\n".join(lines)
-
-
-def allowed_files(tenant: Tenant, level: str) -> list[str]:
-    files = [rel for rel in sorted(tenant.files) if in_scope(rel, level)]  # type: ignore[arg-type]
+def allowed_files(tenant: Tenant, level: Level) -> list[str]:
+    files = [rel for rel in sorted(tenant.files) if in_scope(rel, level)]
     if level == "structure" and "structure.yaml" not in files:
         files.append("structure.yaml")
     if level in ("structure", "code"):
@@ -84,7 +41,7 @@ class LeakCheck(Protocol):
 def prepare(
     ws: Path,
     tenant: Tenant,
-    level: str,
+    level: Level,
     brief: Brief,
     extra_context: dict[str, str],
     leak_index: LeakCheck | None = None,
@@ -92,8 +49,8 @@ def prepare(
     """Lay out a fresh workspace from an explicit allow-list: the variant's mutable files (in
     scope at the top, the rest under context/), CONTEXT_FILES, `extra_context` (context-relative
     name -> text) and the brief. With `leak_index`, every immutable file copied from the tenant
-    (CONTEXT_FILES) that would reveal sealed (validation/test) text stays out — demo-qa's README did (val and test
-    questions with answers). The brief and `extra_context` are built by the engine from train
+    (CONTEXT_FILES) that would reveal sealed (validation/test) text stays out — demo-qa's
+    README did (val and test questions with answers). The brief and `extra_context` are built by the engine from train
     evidence only and are not re-checked: train traces quote corpus passages that mention val
     answers (e.g. a year) without revealing which question they answer. Returns {withheld
     file: why}, for the record."""
@@ -104,7 +61,7 @@ def prepare(
     # change to them passed review's leak check, and the original ones are the tenant author's
     # (demo-instructions' params.yaml `max_tokens: 100` matched a sealed label '100').
     for rel, text in tenant.files.items():
-        target = ws / rel if in_scope(rel, level) else ws / CONTEXT / rel  # type: ignore[arg-type]
+        target = ws / rel if in_scope(rel, level) else ws / CONTEXT / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
     wanted: dict[Path, tuple[str, str]] = {}  # immutable tenant files: target -> (text, name)

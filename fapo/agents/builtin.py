@@ -26,6 +26,7 @@ from fapo.agents.base import (
     Brief,
     Invocation,
     Proposal,
+    ProposalFailure,
     ReviewRequest,
     Verdict,
 )
@@ -295,6 +296,7 @@ class BuiltinAgent:
             return Proposal(
                 invocations=[Invocation(agent=self.name, role="propose")],
                 failure=f"no {brief.level}-level moves: the built-in agent never edits chain.py",
+                failure_kind=ProposalFailure.NOTHING_LEFT,
             )
         tried = self._tried(brief)
         moves = [(mid, ch) for mid, ch in make(workspace, brief) if mid not in tried]
@@ -306,6 +308,7 @@ class BuiltinAgent:
                 rationale="",
                 invocations=[inv],
                 failure=f"nothing left to try at the {brief.level} level",
+                failure_kind=ProposalFailure.NOTHING_LEFT,
             )
         base = brief.scores.get("train", 0.0)
         scored = []
@@ -321,6 +324,7 @@ class BuiltinAgent:
                         f"no {brief.level} move improves the train score {base:.3f} "
                         f"(best {mid}: {best:.3f}; {len(moves)} tried)"
                     ),
+                    failure_kind=ProposalFailure.NO_IMPROVEMENT,
                 )
             note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train)"
         else:

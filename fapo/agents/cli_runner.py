@@ -33,6 +33,7 @@ from fapo.agents.base import (
     Brief,
     Invocation,
     Proposal,
+    ProposalFailure,
     ReviewRequest,
     Role,
     Verdict,
@@ -45,6 +46,7 @@ from fapo.agents.prompts import (
     task_prompt,
 )
 from fapo.artifacts import snapshot
+from fapo.sandbox import detect_outside_writes  # noqa: F401  (re-exported)
 from fapo.settings import AgentSettings
 
 # Variables any agent process may see: locale, paths, CA bundles. Keys are added per agent.
@@ -303,58 +305,6 @@ def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
     return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def detect_outside_writes(
-    roots: list[Path], since: float, workspace: Path, exclude: Iterable[Path] = ()
-) -> list[str]:
-    """Files (and directories whose entries changed) under `roots` modified after `since`
-    (a `time.time()` taken before the agent started), outside `workspace` and `exclude`.
-
-    Uses the change time too, which a process cannot set back, so `touch -d` cannot hide a write.
-    Directories are reported as `path/` (an entry added or removed: e.g. a deleted file), except
-    ancestors of the workspace or of an excluded path, which the engine itself touches.
-    """
-    ws = workspace.resolve()
-    skip = [Path(p).resolve() for p in exclude]
-    protected_dirs = {ws, *ws.parents}
-    for p in skip:
-        protected_dirs |= {p.parent, *p.parent.parents}
-    hits: list[str] = []
-    for root in roots:
-        root = root.resolve()
-        if not root.exists():
-            continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            here = Path(dirpath)
-            if _inside(here, ws) or any(_inside(here, s) for s in skip):
-                dirnames[:] = []
-                continue
-            try:
-                st = os.lstat(here)
-                if max(st.st_mtime, st.st_ctime) > since and here not in protected_dirs:
-                    hits.append(str(here) + "/")
-            except OSError:
-                pass
-            for name in filenames:
-                path = here / name
-                if any(path == s or _inside(path, s) for s in skip):
-                    continue
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if max(st.st_mtime, st.st_ctime) > since:
-                    hits.append(str(path))
-    return sorted(set(hits))
-
-
 # -- the shared role flow ----------------------------------------------------------------------
 
 
@@ -523,14 +473,22 @@ class CLIAgent:
         inv, parsed = self.invoke("propose", prompt, workspace)
         changed = changed_files(before, snapshot(workspace))
         outside = self.outside_write_attempts(parsed, workspace.resolve())
-        failure = None
+        failure, kind = None, None
         if inv.is_error:
             failure = f"{self.name} failed: {inv.error or 'error result'}"
+            kind = ProposalFailure.AGENT_ERROR
         elif outside:
             failure = f"{self.name} tried to write outside the workspace: {'; '.join(outside[:5])}"
+            kind = ProposalFailure.OUTSIDE_WRITE
         elif not changed:
             failure = f"{self.name} changed no file in the workspace"
-        return Proposal(rationale=inv.final_text.strip()[:4000], invocations=[inv], failure=failure)
+            kind = ProposalFailure.NO_CHANGE
+        return Proposal(
+            rationale=inv.final_text.strip()[:4000],
+            invocations=[inv],
+            failure=failure,
+            failure_kind=kind,
+        )
 
     def attribute(self, request: AttributionRequest, workspace: Path) -> AttributionAnswer:
         invocations, result, failure = self._ask(
