@@ -11,15 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _private_tmpdir(monkeypatch: pytest.MonkeyPatch):
     """Each test its own $TMPDIR: fapo scans TMP for writes of agents outside the sandbox, and
-    other processes on a shared machine write /tmp all the time."""
+    other processes on a shared machine write /tmp all the time. Short (not under tmp_path):
+    Chromium's socket path under a long TMPDIR exceeded the 108-byte limit."""
     import tempfile
 
-    tmp = tmp_path / "_tmpdir"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
+    tmp = tempfile.mkdtemp(prefix="ft")
+    monkeypatch.setenv("TMPDIR", tmp)
     monkeypatch.setattr(tempfile, "tempdir", None)
+    yield
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture
