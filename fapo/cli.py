@@ -148,6 +148,13 @@ def run(
         float | None, typer.Option(help="Agent wall-clock limit, seconds.")
     ] = None,
     model: ModelOpt = None,
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="Run claude-code/codex without bubblewrap (unsafe: they can read sealed data).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a tenant: baseline, then attribute → propose → review → compare until done."""
@@ -161,6 +168,7 @@ def run(
         "model": agent_model,
         "max_turns": agent_max_turns,
         "timeout_s": agent_timeout,
+        "sandbox": False if no_sandbox else None,
     }
     opts = RunOptions(
         agent=agent,

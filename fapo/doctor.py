@@ -25,7 +25,8 @@ from fapo.settings import Settings
 
 AGENTS: dict[str, type[CLIAgent]] = {"claude-code": ClaudeCodeAgent, "codex": CodexAgent}
 PROVIDER_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
-_DEFAULT_KEY = {"claude-code": "ANTHROPIC_API_KEY", "codex": "OPENAI_API_KEY"}
+# Codex never gets the task model's OPENAI_API_KEY by default (docs/agents.md).
+_DEFAULT_KEY = {"claude-code": "ANTHROPIC_API_KEY", "codex": "CODEX_API_KEY"}
 _PROVIDER_KEY = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
@@ -85,10 +86,19 @@ def check_agent(
     notes = []
     if not row["key_set"]:
         notes.append(f"{key_env} is not set ({_login_hint(kind, src)})")
+    shared = [
+        p for p in PROVIDER_KEYS if src.get(p) and (p == key_env or src.get(p) == src.get(key_env))
+    ]
+    if shared:
+        notes.append(
+            f"warning: the agent's key is the task model's {shared[0]}; "
+            "give the agent its own key (api_key_env) to keep their spend and access apart"
+        )
     binary = agent.binary
     if binary is None:
         want = s.binary or agent.default_binary
-        row["detail"] = f"{want!r} not found: run .ci/install-agents.sh or set agents.{kind}.binary"
+        missing = f"{want!r} not found: run .ci/install-agents.sh or set agents.{kind}.binary"
+        row["detail"] = "; ".join([missing, *notes])
         return row
     row.update(installed=True, path=binary)
     row["version"], err = _version(binary, agent.environment())

@@ -67,7 +67,7 @@ class LadderPolicy:
     ) -> tuple[LevelState | None, str]:
         """Next state, or None when every permitted level is exhausted."""
         if decision.accepted:
-            if state.level == "structure":
+            if state.level in ("structure", "code"):
                 return LevelState(
                     self.levels[0], 0, ()
                 ), f"structural change accepted: back to {self.levels[0]} level"

@@ -67,7 +67,7 @@ class Run:
         self.policy = escalation or LadderPolicy(tuple(spec.levels()), spec.escalation)
         self.stop = default_stop(spec.target_score, self.budget, *stop)
         self.agent_kind = agent.name if agent else setup.agent_kind(tenant, options)
-        self._agent = agent
+        self._agent = agent or setup.cli_agent_now(self)  # [sandbox] refuse before any work
         self.callbacks: list[obs.Callback] = [*callbacks, *([obs.ReportWriter()] if report else [])]
         self.cache = CallCache(self.settings.cache_path) if options.use_cache else None
         self.variants: dict[str, Tenant] = {}
@@ -78,6 +78,7 @@ class Run:
         with self.folder.abandon_on_error():  # runs:
             self.log, self.immutable = setup.open_run(self)  # refuses a bad --resume first
             self.leaks = LeakIndex(tenant)
+            self.guard = setup.contain(self)  # [sandbox] tenant snapshot, known keys
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -169,10 +170,9 @@ class Run:
             cluster=att.for_level(level.level),
             history=self.history,
             out_dir=self.vdir(vid),
-            watch=[self.tenant.root, self.dir],
-            exclude=[self.settings.cache_path.parent, rundir.scratch(self.dir)],  # runs: fapo's
             scratch=rundir.scratch(self.dir),  # runs: workspaces live in the run folder
             functions=lambda: self.functions,
+            guard=self.guard,  # [sandbox] scans, reverts, leak-checked workspace, keys
         )
         self.budget.agent_usd += prop.agent_usd
         return prop
@@ -188,6 +188,7 @@ class Run:
             known={t.fingerprint(): v for v, t in self.variants.items()},
             rules=RULES,
             scratch=rundir.scratch(self.dir),  # runs:
+            keys=self.guard.keys,  # [sandbox] a code-level build runs in the sandboxed worker
         )
         self.budget.agent_usd += review.agent_usd
         return review

@@ -8,6 +8,7 @@ written under the variant's folder when something changed.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fapo.agents.base import Agent, Brief
-from fapo.agents.cli_runner import detect_outside_writes
+from fapo.agents.base import Agent, Brief, Proposal, ProposalFailure
+from fapo.agents.cli_runner import redact, secret_values
 from fapo.artifacts import (
     copy_transcripts,
     read_files,
@@ -27,8 +28,17 @@ from fapo.artifacts import (
 )
 from fapo.attribute import traces_for
 from fapo.records import Cluster, DecisionRecord, Level, ProposalRecord, spend
+from fapo.review import redact_keys
+from fapo.sandbox import Guard, detect_outside_writes, symlinks_in
 from fapo.tenant import Tenant
-from fapo.workspace import allowed_files, collect, context_listing, prepare, unified_diff
+from fapo.workspace import (
+    allowed_files,
+    collect,
+    context_listing,
+    prepare,
+    undecodable,
+    unified_diff,
+)
 
 RULES = [
     "Change only the files listed above; everything else is read-only and checked by hash.",
@@ -82,27 +92,45 @@ def propose(
     cluster: Cluster | None,
     history: Sequence[dict[str, Any]],
     out_dir: Path,
-    watch: Sequence[Path],
+    watch: Sequence[Path] = (),
     exclude: Sequence[Path] = (),
     functions: Callable[[], dict[str, Any]] = dict,
     scratch: Path | None = None,
+    guard: Guard | None = None,
 ) -> ProposalRecord:
     """One proposal at `level` for `cluster`. `out_dir` is the variant's folder; files under
     `watch` (tenant, run folder) written by the agent outside its workspace are reported.
-    The workspace is created in `scratch` (the run's, `fapo.rundir.scratch`; default: TMP)."""
+    The workspace is created in `scratch` (the run's, `fapo.rundir.scratch`; default: TMP).
+
+    With `guard` (fapo/sandbox.py, docs/security.md) the scans widen (project root, and TMP and
+    HOME for agents outside bwrap; `watch`/`exclude` are then unused), tampering is put back,
+    its leak index keeps leaky tenant files out of the workspace and its keys are redacted
+    before anything is recorded. An exception in the agent becomes an invalid proposal."""
     brief = build_brief(inc, level, cluster, history)
     extra = {"traces.json": json.dumps(brief.traces, indent=2, default=str)}
-    if level == "structure":
+    if level in ("structure", "code"):
         extra["functions.md"] = context_listing(functions())
     pdir = out_dir / "proposal"
     with tempfile.TemporaryDirectory(prefix="fapo-ws-", dir=scratch) as tmp:
         ws = Path(tmp) / "workspace"
-        prepare(ws, inc.tenant, level, brief, extra)
+        leak_index = guard.leak_index if guard else None
+        withheld = prepare(ws, inc.tenant, level, brief, extra, leak_index=leak_index)
         before = snapshot(ws)
+        contained = bool(getattr(agent, "contained", False))
+        restore = guard.restore_point(contained) if guard else None
         started = time.time()
-        proposal = agent.propose(brief, ws)
+        proposal = safe_propose(agent, brief, ws)
+        links = symlinks_in(ws)  # blocked, never followed
         changes, stray = collect(ws, before, inc.tenant)
-        outside = detect_outside_writes(list(watch), started, ws, exclude=list(exclude))
+        changes = {r: t for r, t in changes.items() if r not in links}
+        stray = sorted({*stray, *(f"{r} (symlink)" for r in links)})
+        invalid = undecodable(ws, changes)
+        changes, key_hits = redact_keys(changes, guard.keys if guard else {})
+        if guard is not None:
+            outside, reverted = guard.after(started, ws, contained, restore)
+        else:
+            outside = detect_outside_writes(list(watch), started, ws, exclude=list(exclude))
+            reverted = []
         copy_transcripts(Path(tmp), pdir)
     write_text(pdir / "brief.md", brief.to_markdown())
     # Keep the workspace's context/ (train-only traces, function listing) beside brief.md, so the
@@ -124,11 +152,25 @@ def propose(
         deleted=sorted(k for k, v in changes.items() if v is None),
         stray=stray,
         outside=outside,
+        reverted=reverted,
+        withheld=withheld,
+        invalid=invalid,
+        key_hits=key_hits,
         rationale=proposal.rationale,
         failure=proposal.failure,
         failure_kind=proposal.kind,
         agent_usd=spend(proposal.invocations),
     )
+
+
+def safe_propose(agent: Agent, brief: Brief, workspace: Path) -> Proposal:
+    """`agent.propose`, with an exception turned into an invalid proposal (redacted reason)
+    instead of a traceback that leaves the run 'running'."""
+    try:
+        return agent.propose(brief, workspace)
+    except Exception as exc:  # noqa: BLE001 - any agent failure is a recorded, invalid proposal
+        why = redact(f"{type(exc).__name__}: {exc}", secret_values(os.environ))[:500]
+        return Proposal(failure=f"agent raised {why}", failure_kind=ProposalFailure.AGENT_ERROR)
 
 
 def history_entry(prop: ProposalRecord, decision: DecisionRecord) -> dict[str, Any]:

@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Level = Literal["prompt", "parameter", "structure"]
-LEVELS: tuple[Level, ...] = ("prompt", "parameter", "structure")
+Level = Literal["prompt", "parameter", "structure", "code"]
+#: `code` (editing chain.py: arbitrary Python) is its own opt-in level, after the declarative
+#: `structure` (structure.yaml transforms); docs/security.md says why.
+LEVELS: tuple[Level, ...] = ("prompt", "parameter", "structure", "code")
 Role = Literal["propose", "attribute", "review"]
 
 
@@ -193,6 +195,11 @@ class ProposalRecord(Record):
     stray: list[str]  # non-mutable files the agent touched inside its workspace
     outside: list[str]  # files the agent wrote outside its workspace
     rationale: str
+    # fapo/sandbox.py (docs/security.md); defaults keep older records readable
+    reverted: list[str] = Field(default_factory=list)  # tenant/run files put back after it
+    withheld: dict[str, str] = Field(default_factory=dict)  # context kept out: file -> why
+    invalid: list[str] = Field(default_factory=list)  # changed files not valid UTF-8
+    key_hits: list[str] = Field(default_factory=list)  # `file: $VAR` (values never recorded)
     failure: str | None = None
     failure_kind: ProposalFailure | None = None
     agent_usd: float = 0.0

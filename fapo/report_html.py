@@ -22,7 +22,7 @@ STATUS_COLORS = {
     "invalid": "#cf222e",
     "baseline": "#0969da",
 }
-LEVEL_SHORT = {"prompt": "prompt", "parameter": "param", "structure": "struct"}
+LEVEL_SHORT = {"prompt": "prompt", "parameter": "param", "structure": "struct", "code": "code"}
 
 
 def write_html(run_dir: Path) -> Path:

@@ -4,19 +4,21 @@ an independent reviewing agent may only add a veto. Every check is recorded with
 from __future__ import annotations
 
 import ast
+import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fapo.agents.base import Agent, Brief, ReviewRequest
 from fapo.artifacts import copy_transcripts, read_files, snapshot, write_json
 from fapo.attribute import gold_strings
+from fapo.candidate import build_in_sandbox
 from fapo.context import placeholders
 from fapo.errors import FapoError
 from fapo.records import AgentVerdict, Check, Level, ProposalRecord, ReviewRecord
-from fapo.tenant import Tenant, in_scope
+from fapo.tenant import Tenant, in_scope, is_mutable
 from fapo.workspace import prepare
 
 __all__ = [
@@ -39,6 +41,10 @@ _FORBIDDEN_MODULES = {
     "requests",
     "urllib",
     "http",
+    "pty",
+    "importlib",
+    "pickle",
+    "marshal",
 }
 
 
@@ -76,6 +82,10 @@ class LeakIndex:
             for ex in tenant.examples("train")
             for t in _strings(ex.inputs) + _strings(ex.label)
         )
+        # Phrasing train shares with the sealed splits (question templates such as "in what
+        # year was the founder of the") reveals nothing sealed: only sealed-only n-grams count.
+        tw = train_text.split()
+        self.ngrams -= {tuple(tw[i : i + NGRAM]) for i in range(len(tw) - NGRAM + 1)}
         self.labels = {lab for lab in sealed_labels if f" {lab} " not in f" {train_text} "}
 
     def leaks(self, added: str, original: str) -> list[str]:
@@ -98,11 +108,42 @@ def _added_text(old: str | None, new: str) -> str:
     return "\n".join(line for line in new.splitlines() if line not in old_lines)
 
 
-def _unsafe_code(source: str) -> str | None:
+#: Calls that start processes or replace the interpreter, by attribute or bare name.
+_SPAWN_CALLS = re.compile(
+    r"^(system|popen|exec[lv]p?e?|spawn[lv]p?e?|posix_spawnp?|fork|forkpty|kill|startfile)$"
+)
+#: Attributes that walk from any object to builtins, frames or loaded modules.
+_INTROSPECTION = {
+    "__dict__", "__globals__", "__subclasses__", "__code__", "__builtins__", "__import__",
+    "__bases__", "__mro__", "__class__", "f_globals", "f_locals", "f_back", "gi_frame", "modules",
+}  # fmt: skip
+#: Constants that name the sealed side of a tenant or project state, as a path part.
+_SEALED_PARTS = {"scorer.py", "checks.py", ".fapo", "fapo.toml", "cache.sqlite", "runs", ".."}
+
+
+def _sealed_names(tenant: Tenant | None) -> set[str]:
+    """Path parts of the tenant's data files, scorer and checks: `data`, `val.jsonl`, `scorer`…"""
+    names = set(_SEALED_PARTS)
+    if tenant is None:
+        return names | {"data"}
+    spec = tenant.spec
+    for rel in [*(getattr(spec.data, s, None) for s in ("train", "val", "test")), spec.scorer]:
+        if rel:
+            parts = Path(rel).parts
+            names |= {parts[0], parts[-1], Path(parts[-1]).stem}
+    if spec.checks:
+        names |= {spec.checks, Path(spec.checks).stem}
+    return {n for n in names if n}
+
+
+def _unsafe_code(source: str, tenant: Tenant | None = None) -> str | None:
+    """Why chain code may not run: imports or calls that spawn processes, evaluate code or
+    reach the environment, or constants naming sealed files (even built up with `/`)."""
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         return f"chain.py does not parse (line {exc.lineno})"
+    sealed = _sealed_names(tenant)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = (
@@ -113,19 +154,88 @@ def _unsafe_code(source: str) -> str | None:
             bad = [n for n in names if n.split(".")[0] in _FORBIDDEN_MODULES]
             if bad:
                 return f"chain.py imports {bad[0]}"
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in _FORBIDDEN_CALLS
-        ):
-            return f"chain.py calls {node.func.id}()"
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and re.search(r"(^|/)data/|scorer\.py|checks\.py", node.value)
-        ):
-            return f"chain.py references sealed files ('{node.value[:40]}')"
+        if isinstance(node, ast.Call):
+            fn = node.func
+            name = (
+                fn.id
+                if isinstance(fn, ast.Name)
+                else fn.attr
+                if isinstance(fn, ast.Attribute)
+                else ""
+            )
+            if isinstance(fn, ast.Name) and name in _FORBIDDEN_CALLS:
+                return f"chain.py calls {name}()"
+            if _SPAWN_CALLS.match(name):
+                return f"chain.py starts a process ({name}())"
+            if name in ("getenv", "putenv", "unsetenv"):
+                return f"chain.py reads the environment ({name}())"
+            if name in ("getattr", "setattr", "delattr") and not (
+                len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+            ):
+                return f"chain.py uses {name}() with a computed name"
+            if isinstance(fn, ast.Name) and name in ("globals", "locals", "vars", "breakpoint"):
+                return f"chain.py calls {name}()"
+        if isinstance(node, ast.Name) and node.id in ("__builtins__", "__loader__", "__spec__"):
+            return f"chain.py uses {node.id}"
+        if isinstance(node, ast.Attribute) and node.attr in _INTROSPECTION:
+            return f"chain.py reaches interpreter internals (.{node.attr})"
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "environb"):
+            return "chain.py reads the environment (os.environ)"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            value = node.value
+            parts = set(re.split(r"[\\/]", value))
+            if re.search(r"(^|/)data/|scorer\.py|checks\.py", value) or parts & sealed:
+                return f"chain.py references sealed files ('{value[:40]}')"
     return None
+
+
+MAX_FILE_BYTES = 256 * 1024  # a prompt far larger than any demo's (< 2 KB) is no prompt
+
+
+def oversized_or_binary(changes: dict[str, str | None], invalid: Iterable[str] = ()) -> list[str]:
+    """Changed files over MAX_FILE_BYTES, or not valid UTF-8 (`invalid`, found on disk)."""
+    found = [f"{rel}: not valid UTF-8" for rel in sorted(set(invalid))]
+    for rel, text in sorted(changes.items()):
+        if text is not None and len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+            found.append(f"{rel}: over {MAX_FILE_BYTES // 1024} KB")
+    return found
+
+
+_KEY_NAME = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD)$|^(API_KEY|TOKEN)$", re.I)
+
+
+def key_values(env: Mapping[str, str], names: Iterable[str] = ()) -> dict[str, str]:
+    """{variable: value} of every known key: *_KEY (so *_API_KEY), *_TOKEN… and the configured
+    `api_key_env` names. Short values (< 8 chars) are too likely to occur by chance."""
+    wanted = {k for k in env if _KEY_NAME.search(k)} | {n for n in names if n in env}
+    return {k: env[k] for k in sorted(wanted) if len(env[k]) >= 8}
+
+
+def redact_keys(
+    changes: dict[str, str | None], keys: Mapping[str, str]
+) -> tuple[dict[str, str | None], list[str]]:
+    """(changes with every key value replaced, `contains_keys` hits): a proposal holding a key
+    is blocked, and the key never reaches the run's records."""
+    hits = contains_keys(changes, keys)
+    if not hits:
+        return changes, []
+    clean: dict[str, str | None] = {}
+    for rel, text in changes.items():
+        for value in sorted(keys.values(), key=len, reverse=True):
+            text = text.replace(value, "[REDACTED]") if text else text
+        clean[rel] = text
+    return clean, hits
+
+
+def contains_keys(changes: dict[str, str | None], keys: Mapping[str, str]) -> list[str]:
+    """`file: $VAR` for each changed file holding a key's value (named, never quoted)."""
+    return [
+        f"{rel}: holds the value of ${name}"
+        for rel, text in sorted(changes.items())
+        if text
+        for name, value in keys.items()
+        if value in text
+    ]
 
 
 def review_in_code(
@@ -138,17 +248,34 @@ def review_in_code(
     immutable_before: dict[str, str],
     leak_index: LeakIndex,
     known: dict[str, str],
+    invalid: Iterable[str] = (),
+    keys: Mapping[str, str] | None = None,
+    build: Callable[[Tenant], str | None] | None = None,
+    key_hits: Iterable[str] = (),
 ) -> list[Check]:
-    """All deterministic checks; the candidate is blocked if any fails."""
+    """All deterministic checks; the candidate is blocked if any fails.
+
+    `invalid`: changed files that were not UTF-8 on disk; `keys`: {variable: value} of known
+    keys (default: `key_values(os.environ)`); `key_hits`: keys found (and redacted) before the
+    changes were recorded, see `redact_keys`; `build`: how to build a variant whose chain.py
+    changed (the sandboxed worker; None = in-process, for the tenant's own chain only). Nothing
+    of a candidate runs unless every earlier check passed."""
     from fapo.validate import null_factory
 
     checks: list[Check] = []
     add = checks.append
     add(Check("changed", bool(changes), "" if changes else "the proposal changed no file"))
+    bad_files = oversized_or_binary(changes, invalid)
+    add(Check("size_and_encoding", not bad_files, "; ".join(bad_files)))
+    key_hits = [
+        *key_hits,
+        *contains_keys(changes, key_values(os.environ) if keys is None else keys),
+    ]
+    add(Check("no_keys", not key_hits, "; ".join(key_hits)))
     out_of_scope = [r for r in changes if not in_scope(r, level)]
     new_files = [r for r, t in changes.items() if t is not None and r not in incumbent.files]
     deleted = [r for r, t in changes.items() if t is None]
-    if level != "structure":
+    if level not in ("structure", "code"):
         out_of_scope += new_files
     out_of_scope += [r for r in deleted if not (level == "structure" and r == "structure.yaml")]
     add(
@@ -178,6 +305,14 @@ def review_in_code(
     changed_imm = sorted(
         k for k in set(now) | set(immutable_before) if now.get(k) != immutable_before.get(k)
     )
+    # Tampering already put back from the run's snapshot still counts (it shows in `outside`).
+    root = incumbent.root.resolve()
+    for hit in outside:
+        p = Path(hit.rstrip("/"))
+        if p.is_absolute() and p.is_relative_to(root) and p != root:
+            rel = p.relative_to(root).as_posix()
+            if not is_mutable(rel) and rel not in changed_imm:
+                changed_imm.append(f"{rel} (reverted)")
     add(
         Check(
             "immutable_unchanged",
@@ -195,7 +330,7 @@ def review_in_code(
             else "",
         )
     )
-    if any(c.name in ("scope", "changed") and not c.passed for c in checks):
+    if any(c.name in ("scope", "changed", "size_and_encoding") and not c.passed for c in checks):
         return checks
     variant = incumbent.variant(changes)
     fp = variant.fingerprint()
@@ -218,14 +353,10 @@ def review_in_code(
             lost = placeholders(old) - placeholders(new)
             dropped += [f"{rel} dropped {{{p}}}" for p in sorted(lost)]
     add(Check("placeholders_intact", not dropped, "; ".join(dropped)))
-    if "chain.py" in changes and changes["chain.py"] is not None:
-        unsafe = _unsafe_code(changes["chain.py"])
+    code_changed = "chain.py" in changes and changes["chain.py"] is not None
+    if code_changed:
+        unsafe = _unsafe_code(changes["chain.py"] or "", incumbent)
         add(Check("safe_code", unsafe is None, unsafe or ""))
-    try:
-        variant.build(null_factory(dict(variant.spec.models)))
-        add(Check("builds", True))
-    except FapoError as exc:
-        add(Check("builds", False, str(exc)))
     leaks = []
     for rel, new in changes.items():
         if new is None:
@@ -233,6 +364,19 @@ def review_in_code(
         old = incumbent.files.get(rel) or ""
         leaks += [f"{rel}: {m}" for m in leak_index.leaks(_added_text(old, new), old)]
     add(Check("no_sealed_leakage", not leaks, "; ".join(leaks)))
+    if any(not c.passed for c in checks):
+        # Nothing of a blocked candidate runs: the build check (which imports chain.py) is
+        # skipped, and so recorded.
+        return checks
+    if code_changed and build is not None:
+        problem = build(variant)
+    else:
+        try:
+            variant.build(null_factory(dict(variant.spec.models)))
+            problem = None
+        except FapoError as exc:
+            problem = str(exc)
+    add(Check("builds", problem is None, problem or ""))
     return checks
 
 
@@ -297,6 +441,8 @@ def review_candidate(
     known: dict[str, str],
     rules: Sequence[str],
     scratch: Path | None = None,
+    keys: Mapping[str, str] | None = None,
+    build: Callable[[Tenant], str | None] | None = build_in_sandbox,
 ) -> ReviewRecord:
     """The review stage: every check in code, then (only if all pass) the reviewing agent.
     `files` is the candidate's variant folder (`files/`, `diff.patch`); writes `review.json`."""
@@ -311,6 +457,10 @@ def review_candidate(
         immutable_before=immutable,
         leak_index=leaks,
         known=known,
+        invalid=prop.invalid,
+        keys=keys,
+        build=build,
+        key_hits=prop.key_hits,
     )
     agent_part = None
     if all(c.passed for c in checks):

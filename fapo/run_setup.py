@@ -6,6 +6,7 @@ must be unchanged) and restores its spend; `make_agent` builds the agent named o
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from fapo.tenant import Tenant, load_tenant
 
 if TYPE_CHECKING:
     from fapo.loop import Run
+    from fapo.sandbox import Guard
     from fapo.settings import Settings
 
 
@@ -68,12 +70,35 @@ def make_agent(kind: str, run: Run) -> Agent:
             run.tenant.spec.agent,
             {k: v for k, v in run.options.agent_settings.items() if v is not None},
         )
+        if settings.sandbox:  # refuse, in one line, where bwrap cannot run (docs/security.md)
+            from fapo.sandbox import require
+
+            require(kind)
         from fapo.agents.claude_code import ClaudeCodeAgent
         from fapo.agents.codex import CodexAgent
 
         cls = ClaudeCodeAgent if kind == "claude-code" else CodexAgent
         return cls(settings, project_root=run.settings.root, prices=run.settings.prices)
     raise FapoError(f"unknown agent '{kind}'; use builtin, claude-code, codex or scripted:FILE")
+
+
+def cli_agent_now(run: Run) -> Agent | None:
+    """A CLI agent made at once, so a missing sandbox refuses before any work; else None."""
+    return make_agent(run.agent_kind, run) if run.agent_kind in ("claude-code", "codex") else None
+
+
+def contain(run: Run) -> Guard:
+    """The propose stage's guard for this run (docs/security.md): the tenant is snapshotted
+    once so any tampering can be put back; known key values; the run's leak index."""
+    from fapo.review import key_values
+    from fapo.sandbox import Guard, snapshot_tenant
+
+    snapshot_tenant(run.tenant.root, run.dir / "tenant-snapshot")
+    s = run.settings
+    names = [a.api_key_env for a in s.agents.values() if a.api_key_env]
+    keys = key_values(os.environ, names)
+    trusted = run.agent_kind == "builtin"
+    return Guard(s.root, run.tenant.root, run.dir, s.cache_path, trusted, keys, run.leaks)
 
 
 def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:

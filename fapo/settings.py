@@ -39,6 +39,7 @@ class AgentSettings(_Strict):
     base_url: str | None = None  # a compatible endpoint (see docs/agents.md)
     api_key_env: str | None = None  # name of the variable holding the agent's key
     pass_env: list[str] = Field(default_factory=list)  # extra variables the agent may see
+    sandbox: bool = True  # run the CLI inside bubblewrap (docs/security.md); False = --no-sandbox
 
 
 class ModelCalls(_Strict):

@@ -12,6 +12,9 @@ from pydantic import Field, model_validator
 from fapo.records import LEVELS, Level  # noqa: F401  (re-exported: fapo.spec.LEVELS)
 from fapo.records import Record as _Strict
 
+#: Tenant names become folder names under runs/: a safe character set, no path separators.
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
 
 class ParamSpec(_Strict):
     """A tunable value: int/float range, a choice list, or a bool."""
@@ -97,7 +100,7 @@ class AgentOverride(_Strict):
 
 
 class TenantSpec(_Strict):
-    name: str
+    name: str = Field(pattern=SAFE_NAME, description="letters, digits, '.', '_', '-' (≤64)")
     description: str = ""
     models: dict[str, str] = Field(description="role -> model spec; 'task' is required")
     data: DataSpec = DataSpec()
@@ -126,6 +129,8 @@ class TenantSpec(_Strict):
             raise ValueError("models must name a 'task' model")
         if len(set(self.scope)) != len(self.scope):
             raise ValueError("scope lists a level twice")
+        if ".." in self.name:
+            raise ValueError("name may not contain '..'")
         return self
 
     def levels(self) -> list[Level]:

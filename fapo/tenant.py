@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import math
+import os
 import signal
 import sys
 import threading
@@ -35,7 +36,8 @@ from fapo.spec import Level, TenantSpec
 LEVEL_SCOPE: dict[str, tuple[str, ...]] = {
     "prompt": ("prompts/*.md", "prompts/**/*.md"),
     "parameter": ("params.yaml",),
-    "structure": ("chain.py", "structure.yaml", "prompts/*.md", "prompts/**/*.md"),
+    "structure": ("structure.yaml", "prompts/*.md", "prompts/**/*.md"),
+    "code": ("chain.py", "prompts/*.md", "prompts/**/*.md"),
 }
 MUTABLE = ("prompts/*.md", "prompts/**/*.md", "params.yaml", "chain.py", "structure.yaml")
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", "fixes"}
@@ -453,6 +455,17 @@ def resolve_tenant_dir(name_or_path: str, settings: Settings) -> Path:
     )
 
 
+def escaping_symlinks(root: Path) -> list[str]:
+    """Symlinks under `root` whose target lies outside it (e.g. data/val.jsonl -> /etc/passwd)."""
+    bad = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            p = Path(dirpath) / name
+            if p.is_symlink() and not p.resolve().is_relative_to(root):
+                bad.append(p.relative_to(root).as_posix())
+    return sorted(bad)
+
+
 def load_tenant(
     name_or_path: str | Path,
     settings: Settings | None = None,
@@ -463,5 +476,11 @@ def load_tenant(
 
     settings = settings or load_settings()
     root = resolve_tenant_dir(str(name_or_path), settings)
+    escaping = escaping_symlinks(root)
+    if escaping:
+        raise FapoError(
+            f"{root / escaping[0]}: symlink leaves the tenant folder; copy the file in instead "
+            f"({len(escaping)} such link{'s' if len(escaping) > 1 else ''})"
+        )
     spec = apply_overrides(read_tenant_spec(root / "tenant.yaml"), models)
     return Tenant(root=root, spec=spec, settings=settings, files=_read_mutable(root))

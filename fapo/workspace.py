@@ -10,7 +10,7 @@ import difflib
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fapo.agents.base import Brief
 from fapo.artifacts import snapshot
@@ -27,27 +27,59 @@ def allowed_files(tenant: Tenant, level: Level) -> list[str]:
     files = [rel for rel in sorted(tenant.files) if in_scope(rel, level)]
     if level == "structure" and "structure.yaml" not in files:
         files.append("structure.yaml")
-    if level == "structure":
+    if level in ("structure", "code"):
         files.append("prompts/<new>.md")
     return files
 
 
+class LeakCheck(Protocol):
+    """What `prepare` needs of review.LeakIndex: the reasons a text would leak sealed data."""
+
+    def leaks(self, added: str, original: str) -> list[str]: ...
+
+
 def prepare(
-    ws: Path, tenant: Tenant, level: Level, brief: Brief, extra_context: dict[str, str]
-) -> None:
-    """Lay out a fresh workspace. `extra_context` maps context-relative names to text."""
+    ws: Path,
+    tenant: Tenant,
+    level: Level,
+    brief: Brief,
+    extra_context: dict[str, str],
+    leak_index: LeakCheck | None = None,
+) -> dict[str, str]:
+    """Lay out a fresh workspace from an explicit allow-list: the variant's mutable files (in
+    scope at the top, the rest under context/), CONTEXT_FILES, `extra_context` (context-relative
+    name -> text) and the brief. With `leak_index`, every immutable file copied from the tenant
+    (CONTEXT_FILES) that would reveal sealed (validation/test) text stays out — demo-qa's
+    README did (val and test questions with answers). The brief and `extra_context` are built by the engine from train
+    evidence only and are not re-checked: train traces quote corpus passages that mention val
+    answers (e.g. a year) without revealing which question they answer. Returns {withheld
+    file: why}, for the record."""
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
+    # The variant's own files are always there: they are what the agent edits, every earlier
+    # change to them passed review's leak check, and the original ones are the tenant author's
+    # (demo-instructions' params.yaml `max_tokens: 100` matched a sealed label '100').
     for rel, text in tenant.files.items():
         target = ws / rel if in_scope(rel, level) else ws / CONTEXT / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
+    wanted: dict[Path, tuple[str, str]] = {}  # immutable tenant files: target -> (text, name)
     for rel in CONTEXT_FILES:
         src = tenant.root / rel
-        if src.is_file():
-            (ws / CONTEXT / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, ws / CONTEXT / rel)
+        if src.is_file() and not src.is_symlink():
+            try:
+                wanted[ws / CONTEXT / rel] = (src.read_text(encoding="utf-8"), rel)
+            except UnicodeDecodeError:
+                continue  # not text: never copied
+    withheld: dict[str, str] = {}
+    for target, (text, name) in wanted.items():
+        why = leak_index.leaks(text, "") if leak_index is not None else []
+        if why:
+            withheld[name] = why[0]
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
     for rel, text in extra_context.items():
         (ws / CONTEXT / rel).parent.mkdir(parents=True, exist_ok=True)
         (ws / CONTEXT / rel).write_text(text, encoding="utf-8")
@@ -56,6 +88,7 @@ def prepare(
     for p in (ws / CONTEXT).rglob("*"):
         if p.is_file():
             p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    return withheld
 
 
 def collect(
@@ -78,6 +111,21 @@ def collect(
         elif rel in tenant.files:
             changes[rel] = None
     return changes, stray
+
+
+def undecodable(ws: Path, changes: dict[str, str | None]) -> list[str]:
+    """Changed files whose bytes on disk are not valid UTF-8 (collect() reads them replaced)."""
+    bad = []
+    for rel, text in changes.items():
+        if text is None:
+            continue
+        try:
+            (ws / rel).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(rel)
+        except OSError:
+            continue
+    return sorted(bad)
 
 
 def unified_diff(old: dict[str, str], new: dict[str, str]) -> str:

@@ -10,6 +10,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _private_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Each test its own $TMPDIR: fapo scans TMP for writes of agents outside the sandbox, and
+    other processes on a shared machine write /tmp all the time. Short (not under tmp_path):
+    Chromium's socket path under a long TMPDIR exceeded the 108-byte limit."""
+    import tempfile
+
+    tmp_path_factory.getbasetemp()  # fixed under the real TMP before $TMPDIR changes
+    tmp = tempfile.mkdtemp(prefix="ft")
+    monkeypatch.setenv("TMPDIR", tmp)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    yield
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.fixture
 def project(tmp_path: Path):
     """Settings of a throwaway project whose tenants folder is a copy of the repo's demos."""

@@ -439,7 +439,7 @@ def _fake_agent(tmp_path: Path, mode: str, **settings: object):
         model="claude-sonnet-4-5",
         api_key_env="FAPO_AGENT_KEY",
         pass_env=["FAKE_MODE", "PIDFILE"],
-        **settings,
+        **{"sandbox": False, **settings},  # the runner's own mechanics; it writes a pid file
     )
     return ClaudeCodeAgent(s, project_root=tmp_path, prices=PRICES_FOR_FAKE, env=env)
 
@@ -662,4 +662,21 @@ def test_doctor_without_binaries_says_how_to_install(tmp_path):
     assert {r["check"] for r in rows if r["check"].startswith("key")} == {
         "key ANTHROPIC_API_KEY",
         "key OPENAI_API_KEY",
+        "key CODEX_API_KEY",  # Codex's own default: never the task model's OPENAI_API_KEY
     }
+
+
+def test_doctor_warns_when_agent_and_task_model_share_a_key(tmp_path):
+    from fapo.doctor import check_agent
+    from fapo.settings import AgentSettings, Settings
+
+    settings = Settings(
+        root=tmp_path,
+        agents={"codex": AgentSettings(binary="missing-codex", api_key_env="SHARED")},
+    )
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "SHARED": TASK_KEY}
+    row = check_agent("codex", settings, env={**env, "OPENAI_API_KEY": TASK_KEY}, probe=False)
+    assert row["key_env"] == "SHARED" and "warning" in row["detail"]
+    assert "task model's OPENAI_API_KEY" in row["detail"] and TASK_KEY not in row["detail"]
+    row2 = check_agent("codex", settings, env=env, probe=False)  # no task key: nothing shared
+    assert "warning" not in row2["detail"]

@@ -42,7 +42,7 @@ DEMO = ROOT / "tenants" / "demo-qa"
 ORIGINAL = (DEMO / "prompts" / "answer.md").read_text()
 FIXED = (DEMO / "fixes" / "prompts" / "answer.md").read_text()
 VETOED = FIXED.replace("Passages:", "Answer in the house style VETO-ME.\n\nPassages:")
-TIMEOUT_S = 5
+TIMEOUT_S = 12  # claude took 4.4-5.0 s a proposal on the loaded 2-core machine (sandboxed or not)
 
 
 def _attempt(n: int) -> str:

@@ -291,7 +291,13 @@ class BuiltinAgent:
             "prompt": self._prompt_moves,
             "parameter": self._param_moves,
             "structure": self._structure_moves,
-        }[brief.level]
+        }.get(brief.level)
+        if make is None:  # the built-in agent writes no Python (the `code` level)
+            return Proposal(
+                invocations=[Invocation(agent=self.name, role="propose")],
+                failure=f"no {brief.level}-level moves: the built-in agent never edits chain.py",
+                failure_kind=ProposalFailure.NOTHING_LEFT,
+            )
         tried = self._tried(brief)
         moves = [(mid, ch) for mid, ch in make(workspace, brief) if mid not in tried]
         inv = Invocation(

@@ -28,7 +28,13 @@ QUIET_ENV = {
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_ERROR_REPORTING": "1",
     "CLAUDE_CODE_MAX_RETRIES": "2",
+    # No auto-memory: 2.1.197 otherwise writes notes under $HOME/.claude/projects/… (measured:
+    # 53 folders after ~50 runs). Inside the sandbox HOME is a tmpfs anyway; this also holds
+    # for --no-sandbox runs.
+    "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
 }
+#: The same, as a setting (belt and braces: the env name has changed between versions).
+SETTINGS_JSON = '{"autoMemoryEnabled": false}'
 
 
 class ClaudeCodeAgent(CLIAgent):
@@ -49,6 +55,8 @@ class ClaudeCodeAgent(CLIAgent):
             "--setting-sources",
             "",
             "--strict-mcp-config",
+            "--settings",
+            SETTINGS_JSON,
             "--max-turns",
             str(s.max_turns),
             "--append-system-prompt",
@@ -63,6 +71,8 @@ class ClaudeCodeAgent(CLIAgent):
         return cmd + list(s.extra_args)
 
     def environment(self) -> dict[str, str]:
+        """BASE_ENV, QUIET_ENV, `ANTHROPIC_API_KEY` (from `api_key_env` when set, else the
+        parent's ANTHROPIC_API_KEY), `ANTHROPIC_BASE_URL` when set, and `pass_env`."""
         s, src = self.settings, self.source_env
         set_vars = dict(QUIET_ENV)
         key = src.get(s.api_key_env or "ANTHROPIC_API_KEY")
@@ -73,6 +83,10 @@ class ClaudeCodeAgent(CLIAgent):
         env = build_env(src, allow=["CLAUDE_CONFIG_DIR"], set_vars=set_vars)
         env.update({k: src[k] for k in s.pass_env if k in src})
         return env
+
+    def sandboxed_env(self, env: dict[str, str]) -> dict[str, str]:
+        # A host config dir does not exist inside; Claude Code uses the tmpfs HOME's ~/.claude.
+        return {k: v for k, v in env.items() if k != "CLAUDE_CONFIG_DIR"}
 
     def parse(self, result: RunResult) -> Parsed:
         final = next((e for e in reversed(result.events) if e.get("type") == "result"), None)

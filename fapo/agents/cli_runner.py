@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from fapo import sandbox
 from fapo.agents.base import (
     AgentUsage,
     AttributionAnswer,
@@ -45,6 +46,7 @@ from fapo.agents.prompts import (
     task_prompt,
 )
 from fapo.artifacts import snapshot
+from fapo.sandbox import detect_outside_writes  # noqa: F401  (re-exported)
 from fapo.settings import AgentSettings
 
 # Variables any agent process may see: locale, paths, CA bundles. Keys are added per agent.
@@ -303,58 +305,6 @@ def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
     return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def detect_outside_writes(
-    roots: list[Path], since: float, workspace: Path, exclude: Iterable[Path] = ()
-) -> list[str]:
-    """Files (and directories whose entries changed) under `roots` modified after `since`
-    (a `time.time()` taken before the agent started), outside `workspace` and `exclude`.
-
-    Uses the change time too, which a process cannot set back, so `touch -d` cannot hide a write.
-    Directories are reported as `path/` (an entry added or removed: e.g. a deleted file), except
-    ancestors of the workspace or of an excluded path, which the engine itself touches.
-    """
-    ws = workspace.resolve()
-    skip = [Path(p).resolve() for p in exclude]
-    protected_dirs = {ws, *ws.parents}
-    for p in skip:
-        protected_dirs |= {p.parent, *p.parent.parents}
-    hits: list[str] = []
-    for root in roots:
-        root = root.resolve()
-        if not root.exists():
-            continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            here = Path(dirpath)
-            if _inside(here, ws) or any(_inside(here, s) for s in skip):
-                dirnames[:] = []
-                continue
-            try:
-                st = os.lstat(here)
-                if max(st.st_mtime, st.st_ctime) > since and here not in protected_dirs:
-                    hits.append(str(here) + "/")
-            except OSError:
-                pass
-            for name in filenames:
-                path = here / name
-                if any(path == s or _inside(path, s) for s in skip):
-                    continue
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if max(st.st_mtime, st.st_ctime) > since:
-                    hits.append(str(path))
-    return sorted(set(hits))
-
-
 # -- the shared role flow ----------------------------------------------------------------------
 
 
@@ -406,6 +356,18 @@ class CLIAgent:
     def watcher(self) -> Callable[[dict[str, Any]], str | None] | None:
         return None
 
+    @property
+    def contained(self) -> bool:
+        """Runs inside bubblewrap (fapo.sandbox): cannot reach the host's TMP or HOME."""
+        return self.settings.sandbox
+
+    #: Folders created inside the sandbox's tmpfs HOME before the CLI starts.
+    home_dirs: tuple[str, ...] = ()
+
+    def sandboxed_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The environment inside the sandbox: host paths (config dirs) mean nothing there."""
+        return env
+
     def outside_write_attempts(self, parsed: Parsed, workspace: Path) -> list[str]:
         """Denied attempts to write outside the workspace, as `tool: target` strings."""
         return []
@@ -437,7 +399,11 @@ class CLIAgent:
         return (parsed.input_tokens * inp + parsed.output_tokens * outp) / 1_000_000
 
     def invoke(self, role: Role, prompt: str, workspace: Path) -> tuple[Invocation, Parsed]:
-        """One CLI run in `workspace`: command, transcript, usage, errors, all recorded."""
+        """One CLI run in `workspace`: command, transcript, usage, errors, all recorded.
+
+        With `settings.sandbox` (the default) the CLI runs inside bubblewrap (fapo.sandbox):
+        the workspace is its only writable path (read-only for attribute/review), with a
+        throwaway HOME and TMP; nothing else of the project exists for it."""
         binary = self.binary
         if binary is None:
             want = self.settings.binary or self.default_binary
@@ -448,9 +414,23 @@ class CLIAgent:
             parsed = Parsed(True, msg, "", 0, 0, 0, 0.0)
             return Invocation(agent=self.name, role=role, is_error=True, error=msg), parsed
         env = self.environment()
+        ws = workspace.resolve()
+        if self.settings.sandbox:
+            why = sandbox.unavailable()
+            if why:
+                msg = f"refusing to run {self.name} without a sandbox: {why} (or pass --no-sandbox)"
+                parsed = Parsed(True, msg, "", 0, 0, 0, 0.0)
+                return Invocation(agent=self.name, role=role, is_error=True, error=msg), parsed
+            tool_args, inner = sandbox.tool_mount(binary)
+            box = sandbox.agent_sandbox(
+                ws, writable=role == "propose", tool_args=tool_args, home_dirs=self.home_dirs
+            )
+            argv, env = box.wrap(self.argv(inner, role, prompt, ws), self.sandboxed_env(env))
+        else:
+            argv = self.argv(binary, role, prompt, ws)
         transcript = self._transcript(workspace, role)
         result = run_cli(
-            self.argv(binary, role, prompt, workspace.resolve()),
+            argv,
             cwd=workspace,
             env=env,
             timeout_s=self.settings.timeout_s,

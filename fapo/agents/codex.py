@@ -26,6 +26,12 @@ _BLOCKED = re.compile(r"Read-only file system|Permission denied|Operation not pe
 # Blocked actions show only in Codex's own log on stderr (at RUST_LOG=warn), e.g.
 # "patch rejected: writing outside of the project; rejected by user approval settings" or
 # "recorded sandbox violation: resource=filesystem ... reason=read_only_file_system".
+# Inside fapo's sandbox a path outside the workspace mostly does not exist at all: a shell
+# redirect to it fails with "No such file or directory" rather than a sandbox denial (measured
+# with `echo x > <tenant>/scorer.py`). The attempt is still recorded, by its target.
+_REDIRECT_FAIL = re.compile(
+    r"sh: line \d+: (/[^:\n]+): (No such file or directory|Read-only file system|Permission denied)"
+)
 _STDERR_DENIAL = re.compile(r"(patch rejected|sandbox violation)[^\n]*", re.I)
 
 OFFLINE_CONFIG = (
@@ -35,7 +41,13 @@ OFFLINE_CONFIG = (
     "project_doc_max_bytes=0",  # no AGENTS.md from the workspace: the agent could plant one
     "sandbox_workspace_write.exclude_slash_tmp=true",
     "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+    'web_search="disabled"',  # no web tool: the agent works from its workspace alone
+    # Tool subprocesses (exec_command) get a core environment without the agent's key.
+    'shell_environment_policy.inherit="core"',
+    'shell_environment_policy.exclude=["*KEY*", "*TOKEN*", "*SECRET*"]',
 )
+#: The only variable carrying the agent's key into Codex (as env_key of a custom provider too).
+KEY_VAR = "CODEX_API_KEY"
 
 
 def _toml_str(text: str) -> str:
@@ -48,8 +60,10 @@ class CodexAgent(CLIAgent):
     provider = "openai"
     default_binary = "codex"
 
-    def _key_env(self) -> str:
-        return self.settings.api_key_env or "OPENAI_API_KEY"
+    def _agent_key(self) -> str | None:
+        """`api_key_env`'s value when set, else the parent's CODEX_API_KEY — never the task
+        model's OPENAI_API_KEY unless the user names it as api_key_env on purpose."""
+        return self.source_env.get(self.settings.api_key_env or KEY_VAR)
 
     def argv(self, binary: str, role: Role, prompt: str, workspace: Path) -> list[str]:
         s = self.settings
@@ -64,7 +78,7 @@ class CodexAgent(CLIAgent):
             "-C",
             str(workspace),
             "-s",
-            "workspace-write" if role == "propose" else "read-only",
+            self._sandbox_mode(role),
         ]
         if s.model:
             cmd += ["-m", s.model]
@@ -74,25 +88,37 @@ class CodexAgent(CLIAgent):
         if s.base_url:
             provider = (
                 f'{{name="{PROVIDER_ID}", base_url={_toml_str(s.base_url)}, wire_api="responses", '
-                f'env_key="{self._key_env()}", request_max_retries=2, stream_max_retries=2}}'
+                f'env_key="{KEY_VAR}", request_max_retries=2, stream_max_retries=2}}'
             )
             cmd += ["-c", f"model_provider={PROVIDER_ID}"]
             cmd += ["-c", f"model_providers.{PROVIDER_ID}={provider}"]
         return [*cmd, *s.extra_args, "--", prompt]
 
+    def _sandbox_mode(self, role: Role) -> str:
+        # Codex's own bwrap also works nested inside fapo's (measured with 0.171.0 under bwrap
+        # 0.8.0: in workspace-write a patch in the workspace applied, `echo > /tmp/x` failed
+        # with "Read-only file system"; in read-only the patch was rejected). Two layers, then:
+        # the outer one hides everything but the workspace, the inner one keeps write limits.
+        return "workspace-write" if role == "propose" else "read-only"
+
     def environment(self) -> dict[str, str]:
+        """BASE_ENV, RUST_LOG, CODEX_HOME (outside the sandbox only), CODEX_API_KEY = the agent
+        key (see `_agent_key`), and `pass_env`. Never OPENAI_API_KEY by default."""
         s, src = self.settings, self.source_env
-        allow = ["CODEX_HOME"]
         set_vars = {"RUST_LOG": "warn"}  # so blocked actions are logged (see _STDERR_DENIAL)
-        if s.base_url:
-            allow.append(self._key_env())  # the custom provider reads its key by this name
-        else:
-            key = src.get(self._key_env()) or src.get("CODEX_API_KEY")
-            if key:
-                set_vars["CODEX_API_KEY"] = key
-        env = build_env(src, allow=allow, set_vars=set_vars)
+        key = self._agent_key()
+        if key:
+            set_vars[KEY_VAR] = key
+        env = build_env(src, allow=["CODEX_HOME"], set_vars=set_vars)
         env.update({k: src[k] for k in s.pass_env if k in src})
         return env
+
+    home_dirs = (".codex",)
+
+    def sandboxed_env(self, env: dict[str, str]) -> dict[str, str]:
+        from fapo.sandbox import HOME
+
+        return {**env, "CODEX_HOME": f"{HOME}/.codex"}
 
     def watcher(self) -> Callable[[dict[str, Any]], str | None]:
         limit = self.settings.max_turns
@@ -154,11 +180,14 @@ class CodexAgent(CLIAgent):
 
     def outside_write_attempts(self, parsed: Parsed, workspace: Path) -> list[str]:
         # In workspace-write the workspace is writable, so any blocked write aimed elsewhere.
-        return [
-            f"{d.get('tool')}: {d.get('command') or d.get('detail')}"
-            for d in parsed.permission_denials
-            if re.search(r"outside|read.only.file.system", str(d.get("detail", "")), re.I)
-        ]
+        hits = []
+        for d in parsed.permission_denials:
+            target = d.get("target")
+            if target and not Path(target).resolve().is_relative_to(workspace):
+                hits.append(f"{d.get('tool')}: write to {target}")
+            elif re.search(r"outside|read.only.file.system", str(d.get("detail", "")), re.I):
+                hits.append(f"{d.get('tool')}: {d.get('command') or d.get('detail')}")
+        return hits
 
 
 def _item_denials(item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -166,6 +195,13 @@ def _item_denials(item: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"tool": "apply_patch", "detail": "patch failed", "changes": item.get("changes")}]
     if item.get("type") == "command_execution":
         out = str(item.get("aggregated_output") or "")
+        redirects = [
+            {"tool": "exec_command", "command": item.get("command"), "target": m.group(1),
+             "detail": m.group(0)[:300]}
+            for m in _REDIRECT_FAIL.finditer(out)
+        ]  # fmt: skip
+        if redirects:
+            return redirects
         m = _BLOCKED.search(out)
         if m:
             line = next((ln for ln in out.splitlines() if _BLOCKED.search(ln)), m.group(0))

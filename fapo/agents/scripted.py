@@ -6,6 +6,9 @@ Script (a dict, or a JSON/YAML file for `--agent scripted:PATH`):
       - rationale: "tighten the answer prompt"
         files: {"prompts/answer.md": "…"}          # workspace-relative; null deletes
         outside: {"/abs/path/or/tenant-relative": "…"}   # writes outside the workspace
+        raw: {"prompts/answer.md": "fffe41"}            # bytes (hex), e.g. not UTF-8
+        symlinks: {"prompts/answer.md": "/abs/target"}  # links made in the workspace
+        raise: "message"                                # propose() raises RuntimeError
     reviews:      # one entry per review() call; default approve
       - {approve: false, reasons: ["hard-codes an answer"]}
     attributions: # one entry per attribute() call; clusters as in attribution.json
@@ -72,6 +75,16 @@ class ScriptedAgent:
                 if target.exists():
                     target.chmod(0o644)
                 target.write_text(text, encoding="utf-8")
+        for rel, hexed in (step.get("raw") or {}).items():
+            (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
+            (workspace / rel).unlink(missing_ok=True)
+            (workspace / rel).write_bytes(bytes.fromhex(hexed))
+        for rel, target in (step.get("symlinks") or {}).items():
+            (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
+            (workspace / rel).unlink(missing_ok=True)
+            (workspace / rel).symlink_to(target)
+        if step.get("raise"):
+            raise RuntimeError(str(step["raise"]))
         for rel, text in (step.get("outside") or {}).items():
             target = Path(rel) if Path(rel).is_absolute() else (self.tenant_root or workspace) / rel
             target.parent.mkdir(parents=True, exist_ok=True)

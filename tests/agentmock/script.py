@@ -51,6 +51,8 @@ Step = Tool | Text | Error | Hang
 class Script:
     rules: list[tuple[str, list[Step]]] = field(default_factory=list)
     default: Step = field(default_factory=lambda: Text("ok"))
+    #: Route by tool results too (off by default: file contents may echo markers).
+    route_on_tool_results: bool = False
 
     def add(self, marker: str, *steps: Step) -> Script:
         self.rules.append((marker, list(steps)))

@@ -118,9 +118,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.endswith(("/messages", "/responses")):
             self._json(404, {"error": {"message": f"no route {path}"}})
             return
-        rule, step = self.state.script.pick(
-            _prompt_text(body, self.protocol), _tool_results(body, self.protocol)
-        )
+        text = _prompt_text(body, self.protocol)
+        if self.state.script.route_on_tool_results:
+            text = "\n".join(_texts(body))  # e.g. route by what BRIEF.md said
+        rule, step = self.state.script.pick(text, _tool_results(body, self.protocol))
         seen.rule, seen.step = rule, type(step).__name__
         self._answer(step, body)
 
