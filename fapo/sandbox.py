@@ -233,9 +233,15 @@ def outside_writes(
         exclude.append(cache_path.parent)
     deep = [project_root, tenant_root, run_dir]
     scan_host = not contained and not trusted
+    quiet: set[str] = set()
     if scan_host:
         home = home if home is not None else Path(os.environ.get("HOME") or Path.home())
-        deep.append(tmp if tmp is not None else Path(tempfile.gettempdir()))
+        # gettempdir() probes TMP by creating and deleting a file on its first call, which bumps
+        # the folder's own mtime (measured: every scripted proposal was flagged "wrote outside:
+        # $TMPDIR/"); entries written into TMP are still reported one by one.
+        tmp = tmp if tmp is not None else Path(tempfile.gettempdir())
+        deep.append(tmp)
+        quiet.add(str(tmp) + "/")
         deep += [home / d for d in HOME_AGENT_DIRS]
     hits = detect_outside_writes(deep, since, workspace, exclude=exclude)
     if scan_host and home is not None and home.is_dir():
@@ -248,7 +254,7 @@ def outside_writes(
             if max(st.st_mtime, st.st_ctime) > since and not inside:
                 hits.append(str(entry) + ("/" if entry.is_dir() else ""))
     ancestors = {str(p) + "/" for p in workspace.resolve().parents}
-    return sorted(set(hits) - ancestors)
+    return sorted(set(hits) - ancestors - quiet)
 
 
 def symlinks_in(workspace: Path) -> list[str]:
