@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from fapo.records import Example, Score  # noqa: E402  (light: stdlib + dataclasses only)
 
-__all__ = ["Example", "Score", "__version__", "check"]
+__all__ = ["Example", "Score", "__version__", "check", "oracle"]
 
 
 def check(step: str, *, cause: str, level: str = "parameter", confidence: float = 0.9):
@@ -17,3 +17,10 @@ def check(step: str, *, cause: str, level: str = "parameter", confidence: float 
     from fapo.checks import check as _check
 
     return _check(step, cause=cause, level=level, confidence=confidence)
+
+
+def oracle(step: str):
+    """Decorator registering a tenant step oracle: the correct update of `step` (see fapo.checks)."""
+    from fapo.checks import oracle as _oracle
+
+    return _oracle(step)

@@ -192,12 +192,14 @@ class Run:
         self.summaries[(vid, split)] = summary
         return summary
 
-    def train_score(self, changes: dict[str, str | None]) -> float:
-        """For the built-in agent: mean train score of incumbent+changes (train only, metered)."""
+    def train_score(self, changes: dict[str, str | None], repeats: int = 1) -> float:
+        """For the built-in agent: mean train score of incumbent+changes (train only, metered);
+        `repeats` > 1 for steps that sample (every move then shares the same repeat draws)."""
         variant = self.variants[self.incumbent].variant(changes)
         return evaluate(
             variant,
             "train",
+            repeats=repeats,
             cache=self.cache,
             use_cache=self.cache is not None,
             concurrency=self.options.concurrency,
@@ -257,7 +259,9 @@ class Run:
     def _attribute(self, vid: str) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             results = self.vdir(vid) / "eval" / "train" / "results.jsonl"
-            report = attribute(self.variants[vid], results)
+            report = attribute(  # attribution branch: interventions, under their own cap
+                self.variants[vid], results, interventions=self._interventions(vid)
+            )
             unexplained = [c for c in report["clusters"] if c["cause"] == "unexplained"]
             if unexplained:
                 ids = [i for c in unexplained for i in c["example_ids"]]
@@ -294,6 +298,26 @@ class Run:
 
         data, _ = self.log.memo("attribution", vid, run, self._budget)  # type: ignore[union-attr]
         return data
+
+    def _interventions(self, vid: str) -> Any:
+        """attribution branch: a runner over the run's call cache with what is left of the
+        per-run intervention cap (spend of earlier attributions is read from the event log)."""
+        spec = self.tenant.spec.interventions
+        if not spec.enabled:
+            return None
+        from fapo.interventions import InterventionRunner
+
+        spent = sum(
+            (e["data"].get("interventions") or {}).get("calls", 0)
+            for e in self.log.events  # type: ignore[union-attr]
+            if e["kind"] == "attribution"
+        )
+        return InterventionRunner(
+            self.variants[vid],
+            cache=self.cache,
+            max_calls=max(spec.max_calls - spent, 0),
+            concurrency=self.options.concurrency or self.settings.defaults.concurrency,
+        )
 
     @staticmethod
     def _copy_transcripts(src: Path, dest: Path) -> None:
@@ -483,7 +507,8 @@ class Run:
                 if not clusters:
                     stop = "no failures left on train"
                     break
-                new_state, why = self.policy.before_proposal(state, clusters[0])
+                # attribution branch: escalation weighs every cluster, picks the one to work on
+                new_state, why = self.policy.before_proposal(state, clusters)
                 if why:
                     log.memo(
                         "level",
@@ -492,7 +517,7 @@ class Run:
                     )
                     self._emit("level", level=new_state.level, why=why)
                 state = new_state
-                cluster = next((c for c in clusters if c["level"] == state.level), clusters[0])
+                cluster = self.policy.choose(state, clusters) or clusters[0]
                 self._emit("propose", variant=vid, level=state.level, cause=cluster["cause"])
                 prop, _ = log.memo(
                     "proposal",
@@ -553,7 +578,7 @@ class Run:
                     accepted.append(vid)
                     self._eval(vid, "train")
                     self._eval(vid, "val")
-                nxt, why = self.policy.after_decision(state, ok, exhausted)
+                nxt, why = self.policy.after_decision(state, ok, exhausted, cluster, clusters)
                 if nxt is None:
                     stop = why
                     break

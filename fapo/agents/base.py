@@ -59,7 +59,11 @@ class Cluster(_Record):
     confidence: float = Field(ge=0.0, le=1.0)
     example_ids: list[str]
     suggested_fix: str = ""
-    source: Literal["ladder", "agent"] = "ladder"
+    source: Literal["ladder", "agent", "intervention"] = "ladder"
+    # What the interventions saw ("oracle at retrieve repaired 7/8 sampled failures", …).
+    evidence: list[str] = Field(default_factory=list)
+    # Declared parameters whose move repaired members (the parameter level's first candidates).
+    parameters: list[str] = Field(default_factory=list)
 
 
 class Brief(_Record):

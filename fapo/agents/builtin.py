@@ -37,9 +37,9 @@ REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("gold present", "format", "verbose", "unexplained"),
     ),
     "step-by-step": (
-        "Reason step by step: first identify the bridge entity that links the "
-        "passages, then answer.",
-        ("unexplained", "bridge", "hop", "reason"),
+        "Reason step by step: first find the intermediate fact that links the inputs "
+        "to the answer, then answer.",
+        ("unexplained", "hop", "reason", "step"),
     ),
     "follow-every-constraint": (
         "Follow every constraint exactly; check each one before you answer.",
@@ -48,12 +48,16 @@ REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "json-only": ("Respond only with JSON.", ("json",)),
     "concise": ("Keep the output short and to the point.", ("truncated", "length")),
 }
-#: Instruction of the query step a retrieval hop adds (inputs are appended as labelled fields).
+#: Instruction of the query step a retrieval hop adds: the second query is built from what the
+#: first hop returned (inputs are appended as labelled fields), with no task-specific wording.
 HOP_QUERY_PROMPT = (
-    "Write a search query for the passage that is still missing to answer the "
-    "question.\nReason step by step: first identify the bridge entity named in the "
-    "passages, then write a query with that entity.\nRespond with only the query."
+    "Write a search query for the information that is still missing to answer the "
+    "question.\nWork step by step: first find the intermediate entity named in the items "
+    "already retrieved, then write a query naming that entity.\nRespond with only the query."
 )
+#: Evaluations per move when an implicated step samples at temperature > 0: every move (and the
+#: incumbent) is scored on the same repeat indexes, so they share their noise draws.
+NOISY_REPEATS = 3
 PARAM_HINTS = {
     "truncated": ("token", "length"),
     "length": ("token", "length"),
@@ -62,7 +66,7 @@ PARAM_HINTS = {
     "passage": ("k", "top", "depth"),
 }
 
-TrainScore = Callable[[dict[str, str | None]], float]
+TrainScore = Callable[..., float]  # (changes, repeats=1) -> mean train score
 Move = tuple[str, dict[str, str | None]]
 
 
@@ -115,30 +119,60 @@ class BuiltinAgent:
 
     # -- moves ---------------------------------------------------------------------------------
     def _tried(self, brief: Brief) -> set[str]:
-        ids = set()
+        """Moves not to propose again: every accepted one, and the rejected ones since the last
+        acceptance (a move rejected on top of an older incumbent may work on the new one)."""
+        ids: set[str] = set()
         for h in brief.history:
             m = re.match(r"\[([^\]]+)\]", str(h.get("rationale", "")))
-            if m:
+            if h.get("outcome") == "accepted":
+                ids = {i for i in ids if i.startswith("=")}
+                if m:
+                    ids.add("=" + m.group(1))
+            elif m:
                 ids.add(m.group(1))
-        return ids
+        return {i.lstrip("=") for i in ids}
+
+    def _implicated(self, brief: Brief) -> list[str]:
+        """The cluster's step, then the steps upstream of it (nearest first), as traced."""
+        order = list(dict.fromkeys(s["step"] for t in brief.traces for s in t["steps"]))
+        step = brief.cluster.step if brief.cluster else None
+        if step not in order:
+            return [step] if step else order[::-1]
+        i = order.index(step)
+        return [step, *order[:i][::-1]]
 
     def _step_prompts(self, ws: Path, brief: Brief) -> list[str]:
-        """Prompt files whose fixed text appears in the cluster step's recorded calls."""
+        """Prompt files of the implicated steps (matched by their fixed text in the recorded
+        calls), the cluster's step first, then upstream ones; then every other prompt."""
         prompts = sorted(p.relative_to(ws).as_posix() for p in (ws / "prompts").glob("*.md"))
-        sent = " ".join(
-            c["prompt"]
+        used: list[str] = []
+        for step in self._implicated(brief):
+            sent = " ".join(
+                c["prompt"]
+                for t in brief.traces
+                for s in t["steps"]
+                if s["step"] == step
+                for c in s["calls"]
+            )
+            for rel in prompts:
+                text = (ws / rel).read_text(encoding="utf-8")
+                fragments = [
+                    f.strip() for f in re.split(r"\{[^{}]*\}", text) if len(f.strip()) > 12
+                ]
+                if rel not in used and fragments and any(f[:60] in sent for f in fragments):
+                    used.append(rel)
+        return used + [p for p in prompts if p not in used]
+
+    def _noisy(self, brief: Brief) -> bool:
+        """Does an implicated step sample (a recorded call at temperature > 0)?"""
+        steps = set(self._implicated(brief))
+        return any(
+            (c.get("temperature") or 0) > 0
             for t in brief.traces
             for s in t["steps"]
-            if brief.cluster and s["step"] == brief.cluster.step
+            if s["step"] in steps
             for c in s["calls"]
         )
-        used = []
-        for rel in prompts:
-            text = (ws / rel).read_text(encoding="utf-8")
-            fragments = [f.strip() for f in re.split(r"\{[^{}]*\}", text) if len(f.strip()) > 12]
-            if fragments and any(f[:60] in sent for f in fragments):
-                used.append(rel)
-        return used or prompts
 
     def _prompt_moves(self, ws: Path, brief: Brief) -> list[Move]:
         cause = (brief.cluster.cause if brief.cluster else "unexplained").lower()
@@ -167,8 +201,10 @@ class BuiltinAgent:
                 "k" in hints and (n == "k" or n.endswith("_k"))
             )
 
-        # Parameters the cause points at first, then the rest (the train score picks the best).
-        names = sorted(brief.param_bounds, key=lambda n: not related(n))
+        # Parameters whose move repaired failures in attribution's interventions first, then the
+        # ones the cause points at, then the rest (the train score picks the best).
+        repaired = set(brief.cluster.parameters) if brief.cluster else set()
+        names = sorted(brief.param_bounds, key=lambda n: (n not in repaired, not related(n)))
         text = (ws / "params.yaml").read_text(encoding="utf-8")
         moves = []
         for name in names:
@@ -304,9 +340,12 @@ class BuiltinAgent:
             )
         base = brief.scores.get("train", 0.0)
         scored = []
+        repeats = NOISY_REPEATS if self._noisy(brief) else 1
         if self.train_score is not None:
+            if repeats > 1:  # the incumbent on the same draws as the moves
+                base = self.train_score({}, repeats=repeats)
             for mid, changes in moves:
-                scored.append((self.train_score(changes), mid, changes))
+                scored.append((self.train_score(changes, repeats=repeats), mid, changes))
             scored.sort(key=lambda x: -x[0])
             best, mid, changes = scored[0]
             if best <= base:
@@ -317,7 +356,8 @@ class BuiltinAgent:
                         f"(best {mid}: {best:.3f}; {len(moves)} tried)"
                     ),
                 )
-            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train)"
+            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train"
+            note += f", {repeats} repeats each)" if repeats > 1 else ")"
         else:
             mid, changes = moves[0]
             note = "first untried move (no train scoring available)"
