@@ -20,6 +20,10 @@ from fapo.records import Example
 from fapo.tenant import Tenant
 
 FAIL_BELOW = 0.999
+#: Interventions: a ladder cluster is extrapolated from its probed sample when this share of the
+#: sample agrees; otherwise up to MORE × the sample size of its members are probed.
+AGREE = 0.8
+MORE = 4
 
 FIXES = {
     "output truncated": "raise the step's max_tokens (parameter) or ask for a shorter output",
@@ -288,17 +292,34 @@ def attribute(
         for i, key in ladder.items():
             by_cluster.setdefault(key, []).append(i)
         k = interventions.sample
+        llm_steps = _llm_steps(list(records.values()))
         probe = sorted({i for ids in by_cluster.values() for i in _sample(ids, k)})
-        verdicts = interventions.probe_many(
-            [examples[i] for i in probe], _llm_steps(list(records.values()))
-        )
+        verdicts = interventions.probe_many([examples[i] for i in probe], llm_steps)
+
+        def outcomes(key: tuple[str, str, str], ids: list[str]) -> dict[Any, list[Any]]:
+            out: dict[Any, list[Any]] = {}
+            for i in ids:
+                if i in verdicts:
+                    v = verdicts[i]
+                    out.setdefault(_intervention_cause(v, key) if v.step else None, []).append(v)
+            return out
+
+        # A ladder cluster whose probed members disagree (e.g. "unexplained", which mixes causes)
+        # cannot be extrapolated from its sample: probe up to MORE times as many of its members.
+        more: list[str] = []
+        for key, ids in by_cluster.items():
+            got = outcomes(key, ids)
+            n_probed = sum(len(v) for v in got.values())
+            if n_probed and max(len(v) for v in got.values()) < AGREE * n_probed:
+                more += [i for i in _sample(ids, MORE * k) if i not in verdicts]
+        if more:
+            verdicts.update(
+                interventions.probe_many([examples[i] for i in sorted(more)], llm_steps)
+            )
         spend = interventions.spend()
         for key, ids in by_cluster.items():
-            sampled = [verdicts[i] for i in _sample(ids, k) if i in verdicts]
-            outcome: dict[tuple[str, str, str] | None, list[Any]] = {}
-            for v in sampled:
-                final = _intervention_cause(v, key) if v.step else None
-                outcome.setdefault(final, []).append(v)
+            outcome = outcomes(key, ids)
+            sampled = [v for vs in outcome.values() for v in vs]
             for v in sampled:
                 if v.step:
                     final = _intervention_cause(v, key)

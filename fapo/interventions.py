@@ -61,6 +61,10 @@ class Trial(BaseModel):
     score: float
     repairs: int = 0  # draws that repaired (resample), else 0/1
     tries: int = 1
+    # The step's own checks (checks.py), failing on the recorded run, pass after the intervention
+    # (in at least half of the draws): evidence at the step even when a later defect still
+    # breaks the final answer.
+    local: bool = False
 
 
 class Verdict(BaseModel):
@@ -141,6 +145,9 @@ class InterventionRunner:
         self.draws = self.draws or spec.draws
         self.oracles = load_oracles(self.tenant)
         self.moves = parameter_moves(self.tenant)
+        self.checks: dict[str, list[Any]] = {}
+        for chk in self.tenant.checks:
+            self.checks.setdefault(chk.step, []).append(chk)
         self._apps: dict[str, Any] = {}
         self._saver: Any = None
 
@@ -159,6 +166,18 @@ class InterventionRunner:
             graph, _ = tenant.build(factory)
             self._apps[key] = graph.compile(checkpointer=self._saver)
         return self._apps[key]
+
+    def _checks_pass(self, ex: Example, step: str, state: dict[str, Any] | None) -> bool:
+        """Do the step's checks (checks.py) pass on `state`? True when it has none."""
+        if state is None:
+            return False
+        for chk in self.checks.get(step, []):
+            try:
+                if chk.run(ex, state) is not None:
+                    return False
+            except Exception:  # a check that raises does not vouch for the step
+                return False
+        return True
 
     def _score(self, ex: Example, values: dict[str, Any]) -> float:
         return self.tenant.scorer(ex, values.get(self.tenant.spec.prediction)).value
@@ -184,6 +203,8 @@ class InterventionRunner:
         app = self._app("base", self.tenant)
         thread = {"configurable": {"thread_id": f"{ex.id}:{uuid.uuid4().hex}"}}
         base_updates = await self._run(app, dict(ex.inputs), thread)
+        base_after = _states_after(dict(ex.inputs), base_updates)
+        failing = {st for st, state in base_after.items() if not self._checks_pass(ex, st, state)}
         final = (await app.aget_state(thread)).values
         base = self._score(ex, final)
         order = list(dict.fromkeys(n for n, _ in base_updates))
@@ -225,7 +246,7 @@ class InterventionRunner:
                         )
                     )
             if step in sampling:
-                wins, scores = 0, []
+                wins, local, scores = 0, 0, []
                 draws = self.draws or 1
                 d = 0
                 while d < draws:
@@ -234,6 +255,9 @@ class InterventionRunner:
                         await self._run(app, None, cfg, interrupt_after=[step])
                     finally:
                         SAMPLE.reset(token)
+                    if step in failing:
+                        drawn = (await app.aget_state(thread)).values
+                        local += self._checks_pass(ex, step, drawn)
                     s = await resume(thread)
                     scores.append(s)
                     wins += self._repaired(s, base)
@@ -252,24 +276,23 @@ class InterventionRunner:
                         score=sum(scores) / n,
                         repairs=wins,
                         tries=n,
+                        local=2 * local >= n and local > 0,
                     )
                 )
-                ref = self.tenant.spec.models.get("reference")
-                if ref:
-                    rapp = self._app(
-                        "reference", self.tenant, {**self.tenant.spec.models, "task": ref}
+            ref = self.tenant.spec.models.get("reference")
+            if ref and step in llm_steps:
+                rapp = self._app("reference", self.tenant, {**self.tenant.spec.models, "task": ref})
+                await self._run(rapp, None, cfg, interrupt_after=[step])
+                s = await resume(thread)
+                trials.append(
+                    Trial(
+                        kind=Kind.REFERENCE,
+                        step=step,
+                        detail=ref,
+                        repaired=self._repaired(s, base),
+                        score=s,
                     )
-                    await self._run(rapp, None, cfg, interrupt_after=[step])
-                    s = await resume(thread)
-                    trials.append(
-                        Trial(
-                            kind=Kind.REFERENCE,
-                            step=step,
-                            detail=ref,
-                            repaired=self._repaired(s, base),
-                            score=s,
-                        )
-                    )
+                )
         for name, value in self.moves:
             vapp = self._app(f"param:{name}={value}", _with_param(self.tenant, name, value))
             vthread = {"configurable": {"thread_id": f"{ex.id}:{uuid.uuid4().hex}"}}
@@ -280,6 +303,11 @@ class InterventionRunner:
             except Exception:  # a parameter value the chain cannot run with repairs nothing
                 continue
             s = self._score(ex, (await vapp.aget_state(vthread)).values)
+            after = _states_after(dict(ex.inputs), ups)
+            mended = next(
+                (st for st in order if st in failing and self._checks_pass(ex, st, after.get(st))),
+                None,
+            )
             changed = next(
                 (
                     n
@@ -297,6 +325,7 @@ class InterventionRunner:
                     detail=f"{name}={value}",
                     repaired=self._repaired(s, base) and changed is not None,
                     score=s,
+                    local=mended is not None and mended == changed,
                 )
             )
         return _verdict(ex.id, order, trials, llm_steps, base)
@@ -366,4 +395,30 @@ def _verdict(
             trials=trials,
             base_score=base,
         )
+    # Nothing repaired the final answer (often a second defect downstream): the earliest step
+    # whose own failing checks a resample or a parameter move made pass.
+    for step in order:
+        here = {t.kind: t for t in trials if t.step == step and t.local}
+        if Kind.PARAMETER in here or Kind.RESAMPLE in here:
+            t = here.get(Kind.PARAMETER) or here[Kind.RESAMPLE]
+            return Verdict(
+                example_id=ex_id,
+                step=step,
+                level="parameter" if t.kind == Kind.PARAMETER else "structure",
+                kind=t.kind,
+                detail=t.detail,
+                trials=trials,
+                base_score=base,
+                note=f"{step}'s checks pass after the intervention; the final answer still fails",
+            )
     return Verdict(example_id=ex_id, step=None, trials=trials, base_score=base)
+
+
+def _states_after(inputs: dict[str, Any], updates: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The state right after each step first ran (updates applied in order, last value wins)."""
+    state, out = dict(inputs), {}
+    for node, upd in updates:
+        if isinstance(upd, dict):
+            state = {**state, **upd}
+        out.setdefault(node, dict(state))
+    return out

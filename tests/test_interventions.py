@@ -114,3 +114,26 @@ def test_model_call_errors_are_infrastructure_never_clusters(tmp_path: Path) -> 
     assert report["infrastructure"] == [recs[0]["id"]]
     assert recs[0]["id"] not in {i for c in report["clusters"] for i in c["example_ids"]}
     assert report["failures"] == 16
+
+
+def test_a_declared_reference_model_runs_the_step_alone(tmp_path: Path) -> None:
+    root = make_tenant(tmp_path, "upstream")
+    spec = (
+        (root / "tenant.yaml")
+        .read_text()
+        .replace(
+            "models: {task: 'sim:default'}", "models: {task: 'sim:default', reference: 'sim:ref'}"
+        )
+    )
+    (root / "tenant.yaml").write_text(spec)
+    tenant = load_tenant(root)
+    cache = CallCache(tmp_path / "c.sqlite")
+    evaluate(tenant, "train", out_dir=tmp_path / "ev", cache=cache)
+    runner = InterventionRunner(tenant, cache=cache, sample=2)
+    report = attribute(tenant, tmp_path / "ev" / "results.jsonl", interventions=runner)
+    evidence = report["clusters"][0]["evidence"]
+    # the simulator under another name behaves the same: the reference repairs nothing, and the
+    # oracle still places the defect at extract
+    assert "the reference model at extract repaired 0/2" in evidence
+    assert "the reference model at answer repaired 0/2" in evidence
+    assert truth_share(report, "extract", "prompt") == 1.0
