@@ -262,7 +262,8 @@ class InterventionRunner:
                     scores.append(s)
                     wins += self._repaired(s, base)
                     d += 1
-                    if d == draws and 0 < 2 * wins < d and draws == (self.draws or 1):
+                    undecided = 0 < 2 * wins < d or (wins == 0 and 0 < 2 * local < d)
+                    if d == draws and undecided and draws == (self.draws or 1):
                         # Undecided (some draws repaired, fewer than half): draw as many again
                         # rather than call noise a prompt defect on one unlucky triple.
                         draws *= 2

@@ -147,30 +147,45 @@ class BuiltinAgent:
         prompts = sorted(p.relative_to(ws).as_posix() for p in (ws / "prompts").glob("*.md"))
         used: list[str] = []
         for step in self._implicated(brief):
-            sent = " ".join(
-                c["prompt"]
-                for t in brief.traces
-                for s in t["steps"]
-                if s["step"] == step
-                for c in s["calls"]
-            )
-            for rel in prompts:
-                text = (ws / rel).read_text(encoding="utf-8")
-                fragments = [
-                    f.strip() for f in re.split(r"\{[^{}]*\}", text) if len(f.strip()) > 12
-                ]
-                if rel not in used and fragments and any(f[:60] in sent for f in fragments):
-                    used.append(rel)
+            used += [p for p in self._prompts_of(ws, brief, step) if p not in used]
         return used + [p for p in prompts if p not in used]
 
+    def _at_cause(self, mid: str, ws: Path, brief: Brief) -> bool:
+        """Does move `mid` act on the attributed step or parameter itself?"""
+        c = brief.cluster
+        if c is None:
+            return False
+        if mid.startswith("param:"):
+            return mid[len("param:") :].split("=", 1)[0] in c.parameters
+        if mid.startswith("prompt:"):
+            rel = mid.split("@", 1)[1]
+            return rel in self._prompts_of(ws, brief, c.step)
+        return f"@{c.step}." in mid
+
+    def _prompts_of(self, ws: Path, brief: Brief, step: str) -> list[str]:
+        """Prompt files whose fixed text appears in `step`'s recorded calls."""
+        sent = " ".join(
+            c["prompt"]
+            for t in brief.traces
+            for s in t["steps"]
+            if s["step"] == step
+            for c in s["calls"]
+        )
+        used = []
+        for p in sorted((ws / "prompts").glob("*.md")):
+            text = p.read_text(encoding="utf-8")
+            fragments = [f.strip() for f in re.split(r"\{[^{}]*\}", text) if len(f.strip()) > 12]
+            if fragments and any(f[:60] in sent for f in fragments):
+                used.append(p.relative_to(ws).as_posix())
+        return used
+
     def _noisy(self, brief: Brief) -> bool:
-        """Does an implicated step sample (a recorded call at temperature > 0)?"""
-        steps = set(self._implicated(brief))
+        """Does any traced step sample (a recorded call at temperature > 0)? Then one train
+        evaluation of a move is one noisy draw, wherever the sampling step sits."""
         return any(
             (c.get("temperature") or 0) > 0
             for t in brief.traces
             for s in t["steps"]
-            if s["step"] in steps
             for c in s["calls"]
         )
 
@@ -318,7 +333,9 @@ class BuiltinAgent:
                         f"structure:majority_vote@{tgt}.{key}",
                         {"kind": "majority_vote", "node": tgt, "key": key, "samples": 3},
                     )
-        return moves
+        # Moves on the attributed step first: on a train-score tie (stable sort in `propose`) the
+        # change at the broken step wins over a workaround elsewhere.
+        return sorted(moves, key=lambda m: not (step and f"@{step}." in m[0]))
 
     # -- protocol ------------------------------------------------------------------------------
     def propose(self, brief: Brief, workspace: Path) -> Proposal:
@@ -348,6 +365,12 @@ class BuiltinAgent:
                 scored.append((self.train_score(changes, repeats=repeats), mid, changes))
             scored.sort(key=lambda x: -x[0])
             best, mid, changes = scored[0]
+            # A move at what attribution implicated (the step's own prompt, a parameter whose move
+            # repaired failures, a transform at the step) wins when it earns at least half of the
+            # best move's gain: the fix at the cause over a workaround elsewhere.
+            own = [x for x in scored if self._at_cause(x[1], workspace, brief)]
+            if own and own[0][0] > base and own[0][0] - base >= (best - base) / 2:
+                best, mid, changes = own[0]
             if best <= base:
                 return Proposal(
                     invocations=[inv],
