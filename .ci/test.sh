@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash .ci/setup.sh --all
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # strict on the loop's core modules (pyproject.toml [tool.mypy])
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

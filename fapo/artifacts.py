@@ -80,3 +80,12 @@ def snapshot(root: Path) -> dict[str, str]:
             except OSError:
                 result[rel] = "unreadable"
     return result
+
+
+def copy_transcripts(src: Path, dest: Path) -> None:
+    """Keep an agent's `*.jsonl` transcripts from a temporary workspace parent in the run folder."""
+    import shutil
+
+    for p in src.glob("*.jsonl"):
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dest / p.name)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fapo.agents.base import Cluster
-from fapo.records import Example
+from fapo.agents.base import Agent, AttributionRequest, Cluster
+from fapo.artifacts import copy_transcripts
+from fapo.records import AgentAttribution, Attribution, Example, Level
 from fapo.tenant import Tenant
 
 FAIL_BELOW = 0.999
@@ -382,7 +384,9 @@ def attribute(
     return out
 
 
-def traces_for(results: Path, ids: list[str], limit: int = 5, max_chars: int = 1500) -> list[dict]:
+def traces_for(
+    results: Path, ids: Sequence[str], limit: int = 5, max_chars: int = 1500
+) -> list[dict[str, Any]]:
     """Compact train traces for a brief: steps with their updates and model outputs, label, score."""
     wanted = set(ids[:limit])
     out = []
@@ -419,3 +423,55 @@ def traces_for(results: Path, ids: list[str], limit: int = 5, max_chars: int = 1
                 }
             )
     return out
+
+
+# -- typed stage entry points (the loop calls these) ---------------------------------------------
+
+
+def ladder(
+    tenant: Tenant, results: Path, split: str = "train", *, interventions: Any | None = None
+) -> Attribution:
+    """The ladder's clusters, tested by interventions when a runner is given, as a typed record."""
+    return Attribution.model_validate(
+        attribute(tenant, results, split, interventions=interventions)
+    )
+
+
+def with_agent(
+    report: Attribution,
+    agent: Agent,
+    *,
+    tenant: str,
+    steps: Sequence[str],
+    levels: Sequence[Level],
+    results: Path,
+    transcripts: Path,
+) -> Attribution:
+    """The agent half: ask `agent` to cluster the failures the ladder left unexplained.
+
+    Its clusters replace the unexplained ones (largest first); its transcripts are copied to
+    `transcripts`. Returns `report` unchanged when nothing is unexplained."""
+    unexplained = [c for c in report.clusters if c.cause == "unexplained"]
+    if not unexplained:
+        return report
+    ids = [i for c in unexplained for i in c.example_ids]
+    req = AttributionRequest(
+        tenant=tenant,
+        steps=list(steps),
+        levels=list(levels),
+        failures=traces_for(results, ids, limit=12),
+    )
+    with tempfile.TemporaryDirectory(prefix="fapo-attr-") as tmp:
+        ws = Path(tmp) / "workspace"
+        ws.mkdir()
+        (ws / "failures.json").write_text(json.dumps(req.failures, indent=2, default=str))
+        ans = agent.attribute(req, ws)
+        copy_transcripts(Path(tmp), transcripts)
+    clusters = report.clusters
+    if ans.clusters:
+        clusters = [c for c in clusters if c.cause != "unexplained"] + list(ans.clusters)
+        clusters.sort(key=lambda c: (-len(c.example_ids), -c.confidence))
+    agent_part = AgentAttribution(
+        clusters=list(ans.clusters), failure=ans.failure, invocations=list(ans.invocations)
+    )
+    return report.model_copy(update={"clusters": clusters, "agent": agent_part})

@@ -130,45 +130,11 @@ def eval_cmd(
     _emit(data, as_json, (out / "summary.md").read_text(encoding="utf-8") + f"\nArtifacts: {out}")
 
 
-def _live_printer(as_json: bool):
-    """One line per loop event on stderr: level, variant, best score, budget left."""
-    from rich.console import Console
+def _live_printer(as_json: bool) -> Any:
+    """One line per loop event on stderr: level, variant, best score, budget spent."""
+    from fapo.observers import ProgressPrinter
 
-    console = Console(stderr=True, highlight=False)
-    state = {"best": None}
-
-    def show(kind: str, d: dict[str, Any]) -> None:
-        if as_json:
-            return
-        b = d.get("budget", {})
-        spend = f"[dim]{b.get('variants', 0)} cand · {b.get('calls', 0)} calls · ${b.get('usd', 0):.3f}[/dim]"
-        if kind == "start":
-            console.print(
-                f"[bold]{d['tenant']}[/bold] · agent {d['agent']} · task model "
-                f"{d['model']}\n  run folder: {d['run_dir']}"
-            )
-        elif kind == "eval_done":
-            if d["split"] == "val" and (state["best"] is None or d["variant"] == "v000"):
-                state["best"] = d["mean"]
-            console.print(f"  eval {d['variant']} {d['split']}: {d['mean']:.3f}  {spend}")
-        elif kind == "level":
-            console.print(f"[bold]level → {d['level']}[/bold]: {d['why']}")
-        elif kind == "propose":
-            console.print(
-                f"[cyan]{d['variant']}[/cyan] {d['level']}: proposing a fix for {d['cause']}"
-            )
-        elif kind == "decision":
-            color = {"accepted": "green", "rejected": "yellow"}.get(d["status"], "red")
-            if d["status"] == "accepted":
-                state["best"] = d.get("candidate_val", state["best"])
-            console.print(
-                f"  [{color}]{d['status']}[/{color}]: {d['reason']}  "
-                f"(best val {state['best'] or 0:.3f})  {spend}"
-            )
-        elif kind == "finished":
-            console.print(f"[bold]finished[/bold]: {d['stop']}; best {d['best']}")
-
-    return show
+    return ProgressPrinter(quiet=as_json)
 
 
 @app.command()
@@ -239,7 +205,7 @@ def run(
         res = run_trials(tenant, opts, trials, _settings(), on_event=on_event)
         _emit(res.as_dict(), as_json, res.text())
         return
-    result = run_loop(tenant, opts, _settings(), on_event=_live_printer(as_json))
+    result = run_loop(tenant, opts, _settings(), callbacks=[_live_printer(as_json)])
     data = {
         "run_dir": str(result.run_dir),
         "status": result.status,

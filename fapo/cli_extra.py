@@ -167,7 +167,7 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Regression gate: re-evaluate; exit 1 when the score fell more than --max-drop below baseline."""
-    from fapo.gate import check as run_check
+    from fapo.gate import gate_check as run_check
     from fapo.gate import save_baseline as write_baseline
     from fapo.gate import write_junit
 

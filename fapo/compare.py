@@ -6,10 +6,14 @@ Swap the rule by passing another object with `decide` (an `AcceptanceRule`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from fapo.records import DecisionRecord, Status
 from fapo.spec import AcceptanceSpec
 from fapo.stats import paired_test
+
+if TYPE_CHECKING:
+    from fapo.evaluate import EvalSummary
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,19 @@ class PairedImprovement:
         return Decision(
             True, f"gain {t.mean_diff:+.3f}, p={t.p_value:.4f} < {self.spec.alpha}", stats
         )
+
+
+def decide(
+    rule: AcceptanceRule, variant: str, incumbent: str, cand: EvalSummary, inc: EvalSummary
+) -> DecisionRecord:
+    """The compare stage: apply `rule` to paired val scores of candidate and incumbent."""
+    d = rule.decide(cand.scores, inc.scores)
+    return DecisionRecord(
+        variant=variant,
+        incumbent=incumbent,
+        status=Status.ACCEPTED if d.accepted else Status.REJECTED,
+        reason=d.reason,
+        stats=d.stats,
+        candidate_val=cand.mean,
+        incumbent_val=inc.mean,
+    )

@@ -1,8 +1,8 @@
 """Escalation: which level the next proposal works at, weighed on the attribution of every cluster.
 
-Rules (docs/loop.md, "Attribution and escalation"):
-- evidence is weighed per level: every cluster of a level together, and the share of the train gap
-  its failures are (failures × confidence / examples) — never the single largest cluster;
+Rules (docs/loop.md, "Interventions, evidence and escalation"):
+- evidence is weighed per level: every cluster of a level together, and the share of the failures
+  its clusters cover weighted by confidence — never the single largest cluster;
 - the cheapest level with attributed failures not yet tried is worked on first;
 - a level is never left while it still has attributed, untried failures (unless the agent has
   nothing left to try there); after `patience` rejections with every cluster tried, move up
@@ -12,14 +12,16 @@ Rules (docs/loop.md, "Attribution and escalation"):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from fapo.spec import EscalationSpec, Level
+from fapo.records import Attribution, Cluster, DecisionRecord, Level
+from fapo.spec import EscalationSpec
 
 
-def cluster_key(cluster: dict[str, Any]) -> str:
-    return f"{cluster['step']}|{cluster['cause']}|{cluster['level']}"
+def cluster_key(cluster: Cluster) -> str:
+    return f"{cluster.step}|{cluster.cause}|{cluster.level}"
 
 
 @dataclass(frozen=True)
@@ -36,38 +38,40 @@ class LevelEvidence:
     level: Level
     failures: int
     clusters: int
-    gap: float  # share of all examples these failures are, weighted by attribution confidence
+    gap: float  # share of the failures these clusters cover, weighted by confidence
 
 
-def weigh(clusters: list[dict[str, Any]], examples: int | None = None) -> dict[str, LevelEvidence]:
+def weigh(clusters: Sequence[Cluster], failures: int | None = None) -> dict[str, LevelEvidence]:
     """All clusters of each level together: how many failures, how much of the gap."""
-    total = examples or sum(len(c["example_ids"]) for c in clusters) or 1
+    total = failures or sum(len(c.example_ids) for c in clusters) or 1
     out: dict[str, LevelEvidence] = {}
     for c in clusters:
-        ev = out.get(c["level"], LevelEvidence(c["level"], 0, 0, 0.0))
-        n = len(c["example_ids"])
-        out[c["level"]] = LevelEvidence(
-            c["level"], ev.failures + n, ev.clusters + 1, ev.gap + n * c["confidence"] / total
+        ev = out.get(c.level, LevelEvidence(c.level, 0, 0, 0.0))
+        n = len(c.example_ids)
+        out[c.level] = LevelEvidence(
+            c.level, ev.failures + n, ev.clusters + 1, ev.gap + n * c.confidence / total
         )
     return out
 
 
 class EscalationPolicy(Protocol):
+    """Which level the next proposal works at, and on which cluster. `before_proposal` sees the
+    incumbent's attribution (a reason string means the level moved); `choose` names the cluster
+    the proposal works on; `after_decision` returns None to stop the run."""
+
     def before_proposal(
-        self, state: LevelState, clusters: list[dict[str, Any]]
+        self, state: LevelState, attribution: Attribution
     ) -> tuple[LevelState, str | None]: ...
 
-    def choose(
-        self, state: LevelState, clusters: list[dict[str, Any]]
-    ) -> dict[str, Any] | None: ...
+    def choose(self, state: LevelState, attribution: Attribution) -> Cluster | None: ...
 
     def after_decision(
         self,
         state: LevelState,
-        accepted: bool,
+        decision: DecisionRecord,
         level_exhausted: bool = False,
-        cluster: dict[str, Any] | None = None,
-        clusters: list[dict[str, Any]] | None = None,
+        cluster: Cluster | None = None,
+        attribution: Attribution | None = None,
     ) -> tuple[LevelState | None, str]: ...
 
 
@@ -76,15 +80,16 @@ class LadderPolicy:
     levels: tuple[Level, ...]
     spec: EscalationSpec
 
-    def _untried(self, state: LevelState, clusters: list[dict[str, Any]], level: str) -> list:
-        return [c for c in clusters if c["level"] == level and cluster_key(c) not in state.tried]
+    def _untried(self, state: LevelState, clusters: Sequence[Cluster], level: str) -> list[Cluster]:
+        return [c for c in clusters if c.level == level and cluster_key(c) not in state.tried]
 
     def before_proposal(
-        self, state: LevelState, clusters: list[dict[str, Any]]
+        self, state: LevelState, attribution: Attribution
     ) -> tuple[LevelState, str | None]:
         """Go to the cheapest level that has attributed, untried failures when it is below the
         current level, or when the current level has no attributed failures at all (then the
         levels in between have none either: nothing to skip)."""
+        clusters = attribution.clusters
         if state.jumped or not clusters:
             return state, None
         pending = [
@@ -95,11 +100,10 @@ class LadderPolicy:
         if not pending or pending[0] == state.level:
             return state, None
         target = pending[0]
-        here = self.levels.index(state.level)
-        there = self.levels.index(target)
-        has_own = any(c["level"] == state.level for c in clusters)
-        if there < here or (there > here and not has_own):
-            ev = weigh(clusters)[target]
+        here, there = self.levels.index(state.level), self.levels.index(target)
+        has_own = any(c.level == state.level for c in clusters)
+        if there < here or not has_own:
+            ev = weigh(clusters, attribution.failures)[target]
             why = (
                 f"{ev.failures} failure(s) in {ev.clusters} cluster(s) attributed to the "
                 f"{target} level are untried (≈{ev.gap:.0%} of the failures by confidence); "
@@ -108,15 +112,16 @@ class LadderPolicy:
             return LevelState(target, 0, state.exhausted, True, state.tried), why
         return state, None
 
-    def choose(self, state: LevelState, clusters: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def choose(self, state: LevelState, attribution: Attribution) -> Cluster | None:
         """The cluster to work on at the state's level: untried ones by weight first, then the
         heaviest of the level, else the heaviest overall (e.g. a failure nothing explained)."""
+        clusters = attribution.clusters
 
-        def weight(c: dict[str, Any]) -> tuple[float, int]:
-            return (len(c["example_ids"]) * c["confidence"], len(c["example_ids"]))
+        def weight(c: Cluster) -> tuple[float, int]:
+            return (len(c.example_ids) * c.confidence, len(c.example_ids))
 
         untried = self._untried(state, clusters, state.level)
-        at = [c for c in clusters if c["level"] == state.level]
+        at = [c for c in clusters if c.level == state.level]
         for group in (untried, at, clusters):
             if group:
                 return max(group, key=weight)
@@ -125,20 +130,21 @@ class LadderPolicy:
     def after_decision(
         self,
         state: LevelState,
-        accepted: bool,
+        decision: DecisionRecord,
         level_exhausted: bool = False,
-        cluster: dict[str, Any] | None = None,
-        clusters: list[dict[str, Any]] | None = None,
+        cluster: Cluster | None = None,
+        attribution: Attribution | None = None,
     ) -> tuple[LevelState | None, str]:
         """Next state, or None when every permitted level is exhausted."""
-        if accepted:
+        if decision.accepted:
             # A new incumbent re-opens every level and every cluster: re-attribution decides.
             return LevelState(state.level, 0, ()), "accepted: every level re-opened"
         tried = (*state.tried, cluster_key(cluster)) if cluster else state.tried
         rejections = state.rejections + 1
         after = LevelState(state.level, rejections, state.exhausted, False, tried)
         if not level_exhausted:
-            untried = self._untried(after, clusters or [], state.level)
+            clusters = attribution.clusters if attribution else []
+            untried = self._untried(after, clusters, state.level)
             if untried:
                 return after, (
                     f"{len(untried)} attributed cluster(s) at the {state.level} level untried: "

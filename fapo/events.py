@@ -2,7 +2,8 @@
 
 Each completed stage is one line `{"seq", "kind", "key", "data", "budget", "t"}`, flushed and
 fsynced before the loop moves on. On resume the loop re-walks its logic and `memo` returns the
-recorded result of every stage already done, so nothing finished is redone.
+recorded result of every stage already done, so nothing finished is redone. `data` is a stage
+record (`fapo.records`) dumped as JSON on write and validated back into its type on replay.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fapo.errors import FapoError
+
+R = TypeVar("R", bound=BaseModel)
 
 
 class EventLog:
@@ -44,7 +51,9 @@ class EventLog:
     def find(self, kind: str, key: str) -> dict[str, Any] | None:
         return self._index.get((kind, key))
 
-    def append(self, kind: str, key: str, data: Any, budget: dict[str, Any] | None = None) -> dict:
+    def append(
+        self, kind: str, key: str, data: Any, budget: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         ev = {
             "seq": len(self.events),
             "kind": kind,
@@ -65,19 +74,32 @@ class EventLog:
         self,
         kind: str,
         key: str,
-        fn: Callable[[], Any],
+        record: type[R],
+        fn: Callable[[], R],
         budget: Callable[[], dict[str, Any]] | None = None,
-    ) -> tuple[Any, bool]:
+    ) -> tuple[R, bool]:
         """(result, replayed): the recorded result if this stage finished before, else run it."""
         ev = self.find(kind, key)
         if ev is not None:
-            return ev["data"], True
+            try:
+                return record.model_validate(ev["data"]), True
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(x) for x in err["loc"]) or "data"
+                raise FapoError(
+                    f"{self.path}: event {ev.get('seq')} ({kind} {key}) is not a valid "
+                    f"{record.__name__} ({where}: {err['msg']}); it was written by another fapo "
+                    "version: start a new run"
+                ) from None
         data = fn()
-        self.append(kind, key, data, budget() if budget else None)
+        self.append(
+            kind, key, data.model_dump(mode="json", by_alias=True), budget() if budget else None
+        )
         return data, False
 
     def last_budget(self) -> dict[str, Any] | None:
         for ev in reversed(self.events):
-            if ev.get("budget"):
-                return ev["budget"]
+            budget: dict[str, Any] | None = ev.get("budget")
+            if budget:
+                return budget
         return None

@@ -31,7 +31,7 @@ class Baseline:
 
 
 @dataclass
-class Verdict:
+class GateVerdict:
     ok: bool
     tenant: str
     split: str
@@ -144,7 +144,7 @@ def compare(
     baseline: Baseline,
     max_drop: float,
     fingerprint: str = "",
-) -> Verdict:
+) -> GateVerdict:
     """The verdict: paired on the common examples when the baseline kept per-example scores."""
     common = sorted(set(scores) & set(baseline.scores))
     if common and len(common) < len(scores | baseline.scores):
@@ -187,7 +187,7 @@ def compare(
         reason += "; the pipeline files are unchanged, so the model or its provider changed"
     elif not ok and changed:
         reason += "; the pipeline files differ from the baseline's"
-    return Verdict(
+    return GateVerdict(
         ok,
         tenant,
         split,
@@ -205,7 +205,7 @@ def compare(
     )
 
 
-def check(
+def gate_check(
     tenant_ref: str | Path,
     settings: Settings,
     *,
@@ -217,7 +217,7 @@ def check(
     limit: int | None = None,
     concurrency: int | None = None,
     on_progress: Any = None,
-) -> Verdict:
+) -> GateVerdict:
     """Evaluate the tenant's current pipeline and compare with the baseline (no cache by default:
     a cached replay would hide exactly the model update the gate exists to catch)."""
     from fapo.evaluate import evaluate
@@ -261,7 +261,7 @@ def save_baseline(
     )
 
 
-def junit_xml(v: Verdict) -> str:
+def junit_xml(v: GateVerdict) -> str:
     """One test case for the gate; the examples that lost score are listed in its output."""
     suite = ET.Element(
         "testsuite",
@@ -293,5 +293,5 @@ def junit_xml(v: Verdict) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(path: Path, v: Verdict) -> None:
+def write_junit(path: Path, v: GateVerdict) -> None:
     write_text(path, junit_xml(v))

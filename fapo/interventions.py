@@ -423,3 +423,25 @@ def _states_after(inputs: dict[str, Any], updates: list[tuple[str, Any]]) -> dic
             state = {**state, **upd}
         out.setdefault(node, dict(state))
     return out
+
+
+def for_run(run: Any, vid: str) -> InterventionRunner | None:
+    """The runner of one attribution in a `fapo.loop.Run`: variant `vid`, the run's call cache,
+    and what is left of the per-run cap (`interventions.max_calls`) after the spend recorded by
+    earlier attributions in the event log (so a resumed run keeps counting). None when the
+    tenant disables interventions."""
+    tenant: Tenant = run.variants[vid]
+    spec = tenant.spec.interventions
+    if not spec.enabled:
+        return None
+    spent = sum(
+        ((e.get("data") or {}).get("interventions") or {}).get("calls", 0)
+        for e in run.log.events
+        if e.get("kind") == "attribution"
+    )
+    return InterventionRunner(
+        tenant,
+        cache=run.cache,
+        max_calls=max(spec.max_calls - spent, 0),
+        concurrency=run.options.concurrency or tenant.settings.defaults.concurrency,
+    )

@@ -1,100 +1,43 @@
 """`fapo run`: the optimization loop as a state machine whose every stage is recorded.
 
-    baseline (train + val) → [attribute → escalate? → propose → review → compare → decide]* →
-    sealed test (baseline + final) → report
+    baseline (train + val) → [stop? → attribute → stop? → escalate? → propose → review →
+    compare → decide → escalate]* → sealed test (baseline + final) → observers (report)
 
-Stages live in their own modules (attribute, workspace, review, compare, escalate, budget); this
-module only sequences them. Every finished stage is an event in events.jsonl; on `--resume` the
-loop re-walks the same logic and `EventLog.memo` returns what was already done, so a killed run
-resumes without redoing finished evaluations or proposals and reaches the same decisions.
+Stages live in their own modules (evaluate, attribute, propose, review, compare, escalate, stop)
+and hand typed records (`fapo.records`) to each other; this module only sequences them. Every
+finished stage is an event in events.jsonl; on `--resume` the loop re-walks the same logic and
+`EventLog.memo` returns what was already done, so a killed run reaches the same decisions.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import shutil
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from fapo import __version__
-from fapo.agents.base import Agent, AttributionRequest, Brief, Cluster, ReviewRequest
-from fapo.artifacts import read_files, read_json, write_files, write_json, write_text
-from fapo.attribute import attribute, traces_for
-from fapo.budget import Budget
+from fapo import observers as obs
+from fapo import records as rec
+from fapo import run_setup as setup
+from fapo.agents.base import Agent
+from fapo.artifacts import write_json
+from fapo.attribute import ladder, with_agent
 from fapo.cache import CallCache
-from fapo.compare import AcceptanceRule, PairedImprovement
-from fapo.errors import BudgetExhausted, FapoError
+from fapo.compare import AcceptanceRule, PairedImprovement, decide
+from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
-from fapo.events import EventLog
-from fapo.llm import Meter
-from fapo.review import LeakIndex, review_in_code
+from fapo.interventions import for_run
+from fapo.propose import RULES, Incumbent, changes_of, history_entry, propose
+from fapo.review import LeakIndex, review_candidate
+from fapo.run_setup import RunOptions
 from fapo.settings import Settings
-from fapo.spec import BudgetSpec
+from fapo.stop import LoopState, StopCondition, default_stop
 from fapo.tenant import Tenant, load_tenant
-from fapo.workspace import allowed_files, collect, context_listing, prepare, snapshot, unified_diff
 
-RULES = [
-    "Change only the files listed above; everything else is read-only and checked by hash.",
-    "One proposal = one scoped change. Do not touch the scorer, checks, data or tenant.yaml.",
-    "Never copy validation or test text into a file; you only see train evidence.",
-    "Keep every {placeholder} a prompt already uses; the chain supplies exactly those.",
-    "Parameters must stay inside their declared bounds.",
-]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    agent: str | None = None
-    run_id: str | None = None
-    resume: bool = False
-    budget: dict[str, Any] = field(default_factory=dict)  # overrides of tenant.yaml budget
-    concurrency: int | None = None
-    use_cache: bool = True
-    seed: int | None = None
-    agent_settings: dict[str, Any] = field(default_factory=dict)  # CLI overrides (model, …)
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    status: str
-    stop_reason: str
-    best: str
-    val: dict[str, float]
-    test: dict[str, float]
-    accepted: list[str]
-
-
-def make_agent(kind: str, run: Run) -> Agent:
-    """The agent named on the command line / in settings, wired to this run."""
-    if kind == "builtin":
-        from fapo.agents.builtin import BuiltinAgent
-
-        return BuiltinAgent(train_score=run.train_score, functions=run.functions())
-    if kind.startswith("scripted:"):
-        from fapo.agents.scripted import ScriptedAgent
-
-        return ScriptedAgent.from_file(Path(kind.split(":", 1)[1]), run.tenant.root)
-    if kind in ("claude-code", "codex"):
-        from fapo.agents.cli_runner import merged_settings
-
-        settings = merged_settings(
-            run.settings.agent(kind),
-            run.tenant.spec.agent,
-            {k: v for k, v in run.options.agent_settings.items() if v is not None},
-        )
-        if kind == "claude-code":
-            from fapo.agents.claude_code import ClaudeCodeAgent as Cls
-        else:
-            from fapo.agents.codex import CodexAgent as Cls
-        return Cls(settings, project_root=run.settings.root, prices=run.settings.prices)
-    raise FapoError(f"unknown agent '{kind}'; use builtin, claude-code, codex or scripted:FILE")
+R = TypeVar("R", bound=rec.Record)
 
 
 class Run:
@@ -108,43 +51,36 @@ class Run:
         agent: Agent | None = None,
         acceptance: AcceptanceRule | None = None,
         escalation: EscalationPolicy | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        stop: Sequence[StopCondition] = (),
+        callbacks: Sequence[obs.Callback] = (),
+        report: bool = True,
     ) -> None:
         self.tenant, self.options, self.settings = tenant, options, tenant.settings
         spec = tenant.spec
         self.run_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
         self.dir = self.settings.runs_dir / tenant.name / self.run_id
-        if options.resume and not (self.dir / "run.json").is_file():
-            raise FapoError(f"no run '{self.run_id}' under {self.dir.parent}; see `fapo status`")
-        if not options.resume and (self.dir / "run.json").is_file():
-            raise FapoError(f"run folder {self.dir} already exists; use --resume {self.run_id}")
-        budget_spec = BudgetSpec(
-            **{
-                **spec.budget.model_dump(),
-                **{k: v for k, v in options.budget.items() if v is not None},
-            }
-        )
-        self.meter = Meter(budget_spec.max_calls, budget_spec.max_tokens, budget_spec.max_usd)
-        self.budget = Budget(budget_spec, self.meter, started=time.time())
+        self.budget = setup.make_budget(spec.budget, options.budget)
+        self.meter = self.budget.meter
         self.seed = spec.seed if options.seed is None else options.seed
         self.acceptance = acceptance or PairedImprovement(spec.acceptance, seed=self.seed)
         self.policy = escalation or LadderPolicy(tuple(spec.levels()), spec.escalation)
-        self.agent_kind = options.agent or (
-            spec.agent.kind if spec.agent and spec.agent.kind else self.settings.defaults.agent
-        )
+        self.stop = default_stop(spec.target_score, self.budget, *stop)
+        self.agent_kind = agent.name if agent else setup.agent_kind(tenant, options)
         self._agent = agent
-        self.on_event = on_event or (lambda kind, data: None)
+        self.callbacks: list[obs.Callback] = [*callbacks, *([obs.ReportWriter()] if report else [])]
         self.cache = CallCache(self.settings.cache_path) if options.use_cache else None
-        self.log: EventLog | None = None
         self.variants: dict[str, Tenant] = {}
         self.summaries: dict[tuple[str, str], EvalSummary] = {}
-        self._functions: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.st = LoopState(incumbent="v000", incumbent_val=0.0)
+        self.log, self.immutable = setup.open_run(self)  # refuses a bad --resume before any work
+        self.leaks = LeakIndex(tenant)
 
     # -- helpers -----------------------------------------------------------------------------
     @property
     def agent(self) -> Agent:
         if self._agent is None:
-            self._agent = make_agent(self.agent_kind, self)
+            self._agent = setup.make_agent(self.agent_kind, self)
         return self._agent
 
     def vdir(self, vid: str) -> Path:
@@ -153,482 +89,212 @@ class Run:
     def _budget(self) -> dict[str, Any]:
         return self.budget.snapshot(time.time())
 
-    def _emit(self, kind: str, **data: Any) -> None:
-        self.on_event(kind, {**data, "budget": self._budget()})
+    def _memo(self, kind: str, key: str, record: type[R], fn: Callable[[], R]) -> R:
+        return self.log.memo(kind, key, record, fn, self._budget)[0]
 
+    def _notify(self, event: obs.Event) -> None:
+        event = event.model_copy(update={"budget": self._budget()})
+        for cb in self.callbacks:
+            cb(event)
+
+    @cached_property
     def functions(self) -> dict[str, Any]:
         """Functions the tenant's chain registers (for structural transforms)."""
-        if self._functions is None:
-            from fapo.validate import null_factory
+        return setup.chain_functions(self.tenant)
 
-            _, ctx = self.tenant.build(null_factory(dict(self.tenant.spec.models)))
-            self._functions = dict(ctx.functions)
-        return self._functions
+    def _evaluate(self, tenant: Tenant, split: str, **kw: Any) -> EvalSummary:
+        use_cache, conc = self.cache is not None, self.options.concurrency
+        return evaluate(tenant, split, cache=self.cache, use_cache=use_cache, concurrency=conc, meter=self.meter, **kw)  # fmt: skip
 
-    def _eval(self, vid: str, split: str, *, repeats: int | None = None) -> EvalSummary:
+    def _eval(self, vid: str, split: str) -> EvalSummary:
         """Evaluate a variant on a split once per run (memoized by the event log)."""
-        key = f"{vid}/{split}"
         out = self.vdir(vid) / "eval" / split
-        reps = repeats or self.tenant.spec.acceptance.repeats
 
-        def run() -> dict[str, Any]:
-            self._emit("eval_start", variant=vid, split=split)
-            s = evaluate(
-                self.variants[vid],
-                split,
-                out_dir=out,
-                cache=self.cache,
-                use_cache=self.cache is not None,
-                repeats=reps,
-                concurrency=self.options.concurrency,
-                meter=self.meter,
-            )
-            return {"mean": s.mean, "n": s.n, "calls": s.calls, "errors": s.errors}
+        def run() -> rec.EvalRecord:
+            self._notify(obs.EvalStarted(variant=vid, split=split))
+            reps = self.tenant.spec.acceptance.repeats
+            s = self._evaluate(self.variants[vid], split, out_dir=out, repeats=reps)
+            return rec.EvalRecord(mean=s.mean, n=s.n, calls=s.calls, errors=s.errors)
 
-        _, replayed = self.log.memo("eval", key, run, self._budget)  # type: ignore[union-attr]
+        _, replayed = self.log.memo("eval", f"{vid}/{split}", rec.EvalRecord, run, self._budget)
         summary = EvalSummary.load(out / "summary.json")
         if (vid, split) not in self.summaries:
-            self._emit("eval_done", variant=vid, split=split, mean=summary.mean, replayed=replayed)
+            self._notify(
+                obs.EvalFinished(variant=vid, split=split, mean=summary.mean, replayed=replayed)
+            )
         self.summaries[(vid, split)] = summary
         return summary
 
     def train_score(self, changes: dict[str, str | None], repeats: int = 1) -> float:
-        """For the built-in agent: mean train score of incumbent+changes (train only, metered);
-        `repeats` > 1 for steps that sample (every move then shares the same repeat draws)."""
-        variant = self.variants[self.incumbent].variant(changes)
-        return evaluate(
-            variant,
-            "train",
-            repeats=repeats,
-            cache=self.cache,
-            use_cache=self.cache is not None,
-            concurrency=self.options.concurrency,
-            meter=self.meter,
-        ).mean
+        """For the built-in agent: mean train score of incumbent+changes (train only, metered)."""
+        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats).mean  # fmt: skip
 
     # -- stages ------------------------------------------------------------------------------
-    def _start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = EventLog(self.dir / "events.jsonl")
-        immutable = self.tenant.immutable_hashes()
-        if self.options.resume:
-            info = read_json(self.dir / "run.json")
-            if info["immutable"] != immutable:
-                changed = sorted(
-                    k
-                    for k in set(info["immutable"]) | set(immutable)
-                    if info["immutable"].get(k) != immutable.get(k)
-                )
-                raise FapoError(
-                    f"tenant files changed since the run started ({', '.join(changed[:3])}); "
-                    "restore them or start a new run"
-                )
-            snap = self.log.last_budget()
-            if snap:
-                self.budget.restore(snap)
-                self.budget.variants = 0  # recounted while replaying
-        else:
-            write_json(
-                self.dir / "run.json",
-                {
-                    "run_id": self.run_id,
-                    "tenant": self.tenant.name,
-                    "root": str(self.tenant.root),
-                    "status": "running",
-                    "started": time.time(),
-                    "agent": self.agent_kind,
-                    "spec": self.tenant.spec.model_dump(),
-                    "budget": self.budget.spec.model_dump(),
-                    "options": {
-                        "concurrency": self.options.concurrency,
-                        "use_cache": self.options.use_cache,
-                        "seed": self.seed,
-                    },
-                    "versions": {"fapo": __version__, "python": platform.python_version()},
-                    "immutable": immutable,
-                },
-            )
-        self.immutable = immutable
-        self.leaks = LeakIndex(self.tenant)
-        base_files = read_files(self.vdir("v000") / "files")
-        if base_files is None:
-            write_files(self.vdir("v000") / "files", dict(self.tenant.files))
-            base_files = dict(self.tenant.files)
-        self.variants["v000"] = replace(self.tenant, files=base_files)
-
-    def _attribute(self, vid: str) -> dict[str, Any]:
-        def run() -> dict[str, Any]:
+    def _attribute(self, vid: str) -> rec.Attribution:
+        def run() -> rec.Attribution:
             results = self.vdir(vid) / "eval" / "train" / "results.jsonl"
-            report = attribute(  # attribution branch: interventions, under their own cap
-                self.variants[vid], results, interventions=self._interventions(vid)
+            att = with_agent(
+                ladder(self.variants[vid], results, interventions=for_run(self, vid)),
+                self.agent,
+                tenant=self.tenant.name,
+                steps=list(self.summaries[(vid, "train")].steps),
+                levels=self.tenant.spec.levels(),
+                results=results,
+                transcripts=self.vdir(vid) / "attribution-agent",
             )
-            unexplained = [c for c in report["clusters"] if c["cause"] == "unexplained"]
-            if unexplained:
-                ids = [i for c in unexplained for i in c["example_ids"]]
-                req = AttributionRequest(
-                    tenant=self.tenant.name,
-                    steps=list(self.summaries[(vid, "train")].steps),
-                    levels=self.tenant.spec.levels(),  # type: ignore[arg-type]
-                    failures=traces_for(results, ids, limit=12),
-                )
-                with tempfile.TemporaryDirectory(prefix="fapo-attr-") as tmp:
-                    ws = Path(tmp) / "workspace"
-                    ws.mkdir()
-                    (ws / "failures.json").write_text(
-                        json.dumps(req.failures, indent=2, default=str)
-                    )
-                    ans = self.agent.attribute(req, ws)
-                    self._copy_transcripts(Path(tmp), self.vdir(vid) / "attribution-agent")
-                self.budget.agent_usd += sum(i.usage.usd for i in ans.invocations)
-                report["agent"] = {
-                    "clusters": [c.model_dump() for c in ans.clusters],
-                    "failure": ans.failure,
-                    "invocations": [i.model_dump() for i in ans.invocations],
-                }
-                if ans.clusters:
-                    report["clusters"] = [
-                        c for c in report["clusters"] if c["cause"] != "unexplained"
-                    ]
-                    report["clusters"] += [c.model_dump() for c in ans.clusters]
-                    report["clusters"].sort(
-                        key=lambda c: (-len(c["example_ids"]), -c["confidence"])
-                    )
-            write_json(self.vdir(vid) / "attribution.json", report)
-            return report
+            self.budget.agent_usd += att.agent_usd
+            write_json(self.vdir(vid) / "attribution.json", att.model_dump(mode="json"))
+            return att
 
-        data, _ = self.log.memo("attribution", vid, run, self._budget)  # type: ignore[union-attr]
-        return data
+        return self._memo("attribution", vid, rec.Attribution, run)
 
-    def _interventions(self, vid: str) -> Any:
-        """attribution branch: a runner over the run's call cache with what is left of the
-        per-run intervention cap (spend of earlier attributions is read from the event log)."""
-        spec = self.tenant.spec.interventions
-        if not spec.enabled:
-            return None
-        from fapo.interventions import InterventionRunner
-
-        spent = sum(
-            (e["data"].get("interventions") or {}).get("calls", 0)
-            for e in self.log.events  # type: ignore[union-attr]
-            if e["kind"] == "attribution"
-        )
-        return InterventionRunner(
-            self.variants[vid],
-            cache=self.cache,
-            max_calls=max(spec.max_calls - spent, 0),
-            concurrency=self.options.concurrency or self.settings.defaults.concurrency,
-        )
-
-    @staticmethod
-    def _copy_transcripts(src: Path, dest: Path) -> None:
-        for p in src.glob("*.jsonl"):
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, dest / p.name)
-
-    def _propose(
-        self, vid: str, level: str, cluster: dict[str, Any] | None, history: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        inc = self.variants[self.incumbent]
-        train_results = self.vdir(self.incumbent) / "eval" / "train" / "results.jsonl"
-        traces = traces_for(train_results, cluster["example_ids"]) if cluster else []
-        brief = Brief(
-            tenant=self.tenant.name,
-            level=level,  # type: ignore[arg-type]
-            objective=(
-                f"Raise the mean score of the pipeline (scorer: {self.tenant.spec.scorer}) "
-                f"by fixing the failure cluster below with one {level}-level change."
+    def _propose(self, vid: str, level: LevelState, cluster: rec.Cluster | None) -> rec.ProposalRecord:  # fmt: skip
+        inc = self.st.incumbent
+        prop = propose(
+            self.agent,
+            Incumbent(
+                id=inc,
+                tenant=self.variants[inc],
+                scores={s: self.summaries[(inc, s)].mean for s in ("train", "val")},
+                train_results=self.vdir(inc) / "eval" / "train" / "results.jsonl",
             ),
-            scores={
-                "train": self.summaries[(self.incumbent, "train")].mean,
-                "val": self.summaries[(self.incumbent, "val")].mean,
-            },
-            cluster=Cluster(**cluster) if cluster else None,
-            traces=traces,
-            allowed_files=allowed_files(inc, level),
-            param_bounds={k: v.model_dump() for k, v in self.tenant.spec.params.items()}
-            if level == "parameter"
-            else {},
-            history=history,
+            variant=vid,
+            level=level.level,
+            cluster=cluster,
+            history=self.history,
+            out_dir=self.vdir(vid),
+            watch=[self.tenant.root, self.dir],
+            exclude=[self.settings.cache_path.parent],
+            functions=lambda: self.functions,
+        )
+        self.budget.agent_usd += prop.agent_usd
+        return prop
+
+    def _review(self, vid: str, prop: rec.ProposalRecord) -> rec.ReviewRecord:
+        review = review_candidate(
+            self.agent,
+            self.variants[prop.parent],
+            prop,
+            files=self.vdir(vid),
+            immutable=self.immutable,
+            leaks=self.leaks,
+            known={t.fingerprint(): v for v, t in self.variants.items()},
             rules=RULES,
         )
-        extra = {"traces.json": json.dumps(traces, indent=2, default=str)}
-        if level == "structure":
-            extra["functions.md"] = context_listing(self.functions())
-        pdir = self.vdir(vid) / "proposal"
-        with tempfile.TemporaryDirectory(prefix="fapo-ws-") as tmp:
-            ws = Path(tmp) / "workspace"
-            prepare(ws, inc, level, brief, extra)
-            before = snapshot(ws)
-            started = time.time()
-            proposal = self.agent.propose(brief, ws)
-            changes, stray = collect(ws, before, inc)
-            from fapo.agents.cli_runner import detect_outside_writes
-
-            outside = detect_outside_writes(
-                [self.tenant.root, self.dir], started, ws, exclude=[self.settings.cache_path.parent]
-            )
-            self._copy_transcripts(Path(tmp), pdir)
-        write_text(pdir / "brief.md", brief.to_markdown())
-        write_json(pdir / "proposal.json", proposal.model_dump())
-        usd = sum(i.usage.usd for i in proposal.invocations)
-        self.budget.agent_usd += usd
-        if changes:
-            new_files = {k: v for k, v in {**inc.files, **changes}.items() if v is not None}
-            write_files(self.vdir(vid) / "files", new_files)
-            write_text(self.vdir(vid) / "diff.patch", unified_diff(dict(inc.files), new_files))
-        return {
-            "variant": vid,
-            "parent": self.incumbent,
-            "level": level,
-            "cluster": cluster,
-            "changes": sorted(changes),
-            "deleted": sorted(k for k, v in changes.items() if v is None),
-            "stray": stray,
-            "outside": outside,
-            "rationale": proposal.rationale,
-            "failure": proposal.failure,
-            "agent_usd": usd,
-        }
-
-    def _review(self, vid: str, prop: dict[str, Any]) -> dict[str, Any]:
-        inc = self.variants[prop["parent"]]
-        files = read_files(self.vdir(vid) / "files") or dict(inc.files)
-        changes: dict[str, str | None] = {r: files.get(r) for r in prop["changes"]}
-        known = {self.variants[v].fingerprint(): v for v in self.variants}
-        checks = review_in_code(
-            inc,
-            changes,
-            level=prop["level"],
-            stray=prop["stray"],
-            outside=prop["outside"],
-            immutable_before=self.immutable,
-            leak_index=self.leaks,
-            known=known,
-        )
-        blocked = [c for c in checks if not c.passed]
-        verdict = None
-        if not blocked:
-            diff = (self.vdir(vid) / "diff.patch").read_text(encoding="utf-8")
-            req = ReviewRequest(
-                tenant=self.tenant.name,
-                level=prop["level"],
-                diff=diff,
-                scope_rules=RULES,
-                rationale=prop["rationale"],
-            )
-            with tempfile.TemporaryDirectory(prefix="fapo-review-") as tmp:
-                ws = Path(tmp) / "workspace"
-                prepare(
-                    ws,
-                    inc.variant(changes),
-                    prop["level"],
-                    Brief(
-                        tenant=self.tenant.name,
-                        level=prop["level"],
-                        objective="Review the diff.",
-                        scores={},
-                        cluster=None,
-                        traces=[],
-                        allowed_files=[],
-                    ),
-                    {"diff.patch": diff},
-                )
-                before = snapshot(ws)
-                v = self.agent.review(req, ws)
-                touched = sorted(set(snapshot(ws).items()) ^ set(before.items()))
-                self._copy_transcripts(Path(tmp), self.vdir(vid) / "review-agent")
-            self.budget.agent_usd += sum(i.usage.usd for i in v.invocations)
-            verdict = {
-                "approve": v.approve and not v.failure and not touched,
-                "reasons": v.reasons
-                + ([f"reviewer failed: {v.failure}"] if v.failure else [])
-                + (["the read-only reviewer modified its workspace"] if touched else []),
-                "invocations": [i.model_dump() for i in v.invocations],
-            }
-        review = {
-            "blocked": bool(blocked) or (verdict is not None and not verdict["approve"]),
-            "checks": [c.as_dict() for c in checks],
-            "agent_verdict": verdict,
-        }
-        write_json(self.vdir(vid) / "review.json", review)
+        self.budget.agent_usd += review.agent_usd
         return review
 
-    def _decide(self, vid: str) -> dict[str, Any]:
-        cand = self._eval(vid, "val")
-        inc = self.summaries[(self.incumbent, "val")]
-        d = self.acceptance.decide(cand.scores, inc.scores)
-        return {
-            "variant": vid,
-            "incumbent": self.incumbent,
-            "status": "accepted" if d.accepted else "rejected",
-            "reason": d.reason,
-            "stats": d.stats,
-            "candidate_val": cand.mean,
-            "incumbent_val": inc.mean,
-        }
+    def _compare(self, vid: str) -> rec.DecisionRecord:
+        cand, inc = self._eval(vid, "val"), self.summaries[(self.st.incumbent, "val")]
+        return decide(self.acceptance, vid, self.st.incumbent, cand, inc)
+
+    def _decide(self, vid: str, prop: rec.ProposalRecord) -> rec.DecisionRecord:
+        """Invalid without evaluation if there is no proposal or review blocks it; else compare."""
+        if prop.failure_kind is not None:
+            why = "blocked: " if prop.failure_kind.blocks else "agent produced no proposal: "
+            return rec.DecisionRecord(
+                variant=vid, status=rec.Status.INVALID, reason=why + str(prop.failure)
+            )
+        review = self._memo("review", vid, rec.ReviewRecord, lambda: self._review(vid, prop))
+        if review.blocked:
+            reason = "blocked by review: " + "; ".join(review.reasons())
+            return rec.DecisionRecord(variant=vid, status=rec.Status.INVALID, reason=reason)
+        self.variants[vid] = self.variants[prop.parent].variant(changes_of(prop, self.vdir(vid)))
+        return self._memo("decision", vid, rec.DecisionRecord, lambda: self._compare(vid))
 
     # -- the loop ----------------------------------------------------------------------------
-    def execute(self) -> RunResult:
-        self._start()
+    def execute(self) -> rec.OptimizeResult:
         model = self.tenant.spec.models["task"]
-        self._emit(
-            "start",
-            run_dir=str(self.dir),
-            tenant=self.tenant.name,
-            agent=self.agent_kind,
-            model=model
-            + (" (offline simulated model, not an LLM)" if model.startswith("sim:") else ""),
-        )
-        log = self.log
-        assert log is not None
-        self.incumbent = "v000"
-        stop = ""
-        accepted: list[str] = []
+        sim = " (offline simulated model, not an LLM)" if model.startswith("sim:") else ""
+        name, kind = self.tenant.name, self.agent_kind
+        self._notify(obs.RunStarted(run_dir=self.dir, tenant=name, agent=kind, model=model + sim))
         try:
             self._eval("v000", "train")
-            self._eval("v000", "val")
-            levels = self.tenant.spec.levels()
-            state = LevelState(levels[0])
-            history: list[dict[str, Any]] = []
-            n = 0
-            while True:
-                vid = f"v{n + 1:03d}"
-                fresh = log.find("proposal", vid) is None
-                target = self.tenant.spec.target_score
-                if target is not None and self.summaries[(self.incumbent, "val")].mean >= target:
-                    stop = f"target score {target} reached on val"
-                    break
-                reason = self.budget.exhausted(time.time()) if fresh else None
-                if reason:
-                    stop = reason
-                    break
-                attribution = self._attribute(self.incumbent)
-                clusters = attribution["clusters"]
-                if not clusters:
-                    stop = "no failures left on train"
-                    break
-                # attribution branch: escalation weighs every cluster, picks the one to work on
-                new_state, why = self.policy.before_proposal(state, clusters)
-                if why:
-                    log.memo(
-                        "level",
-                        vid,
-                        lambda s=new_state, w=why: {"from": state.level, "to": s.level, "why": w},
-                    )
-                    self._emit("level", level=new_state.level, why=why)
-                state = new_state
-                cluster = self.policy.choose(state, clusters) or clusters[0]
-                self._emit("propose", variant=vid, level=state.level, cause=cluster["cause"])
-                prop, _ = log.memo(
-                    "proposal",
-                    vid,
-                    lambda: self._propose(vid, state.level, cluster, history),
-                    self._budget,
-                )
-                n += 1
-                self.budget.variants = n
-                entry = {
-                    "variant": vid,
-                    "level": state.level,
-                    "rationale": prop["rationale"],
-                    "cluster": f"{cluster['step']}: {cluster['cause']}",
-                }
-                if prop["failure"]:
-                    blocked = "outside the workspace" in prop["failure"]
-                    decision = {
-                        "variant": vid,
-                        "status": "invalid",
-                        "reason": ("blocked: " if blocked else "agent produced no proposal: ")
-                        + prop["failure"],
-                    }
-                    exhausted = prop["failure"].startswith(
-                        ("nothing left", "no ", "script exhausted")
-                    )
-                else:
-                    review, _ = log.memo(
-                        "review", vid, lambda: self._review(vid, prop), self._budget
-                    )
-                    if review["blocked"]:
-                        reasons = [c["reason"] for c in review["checks"] if not c["passed"]]
-                        if review["agent_verdict"] and not review["agent_verdict"]["approve"]:
-                            reasons += review["agent_verdict"]["reasons"]
-                        decision = {
-                            "variant": vid,
-                            "status": "invalid",
-                            "reason": "blocked by review: " + "; ".join(reasons),
-                        }
-                    else:
-                        self.variants[vid] = self.variants[self.incumbent].variant(
-                            {
-                                r: (read_files(self.vdir(vid) / "files") or {}).get(r)
-                                for r in prop["changes"]
-                            }
-                        )
-                        decision, _ = log.memo(
-                            "decision", vid, lambda: self._decide(vid), self._budget
-                        )
-                    exhausted = False
-                write_json(self.vdir(vid) / "decision.json", decision)
-                self._emit("decision", **decision)
-                ok = decision["status"] == "accepted"
-                entry.update(outcome=decision["status"], reason=decision["reason"])
-                history.append(entry)
-                if ok:
-                    self.incumbent = vid
-                    accepted.append(vid)
-                    self._eval(vid, "train")
-                    self._eval(vid, "val")
-                nxt, why = self.policy.after_decision(state, ok, exhausted, cluster, clusters)
-                if nxt is None:
-                    stop = why
-                    break
-                if nxt.level != state.level:
-                    self._emit("level", level=nxt.level, why=why)
-                state = nxt
+            self.st.incumbent_val = self._eval("v000", "val").mean
+            stop, level = None, LevelState(self.tenant.spec.levels()[0])
+            while stop is None:
+                stop, level = self._round(level)
         except BudgetExhausted as exc:
-            stop = exc.reason
-        return self._finish(stop, accepted)
+            stop = rec.Stop(kind=rec.StopKind.BUDGET, message=exc.reason)
+        return self._finish(stop)
 
-    def _finish(self, stop: str, accepted: list[str]) -> RunResult:
-        log = self.log
-        assert log is not None
-        log.memo(
+    def _round(self, level: LevelState) -> tuple[rec.Stop | None, LevelState]:
+        """One candidate: attribute → escalate? → propose → review → compare → escalate."""
+        st, vid = self.st, f"v{self.st.proposed + 1:03d}"
+        st.fresh, st.attribution = self.log.find("proposal", vid) is None, None
+        if stop := self.stop(st):
+            return stop, level
+        att = st.attribution = self._attribute(st.incumbent)
+        if stop := self.stop(st):
+            return stop, level
+        moved, why = self.policy.before_proposal(level, att)
+        if why:
+            change = rec.LevelChange(from_level=level.level, to=moved.level, why=why)
+            self.log.memo("level", vid, rec.LevelChange, lambda: change)
+            self._notify(obs.LevelChanged(level=moved.level, why=why))
+        level = moved
+        cluster = self.policy.choose(level, att)
+        self._notify(
+            obs.ProposalStarted(
+                variant=vid, level=level.level, cause=cluster.cause if cluster else None
+            )
+        )
+        prop = self._memo(
+            "proposal", vid, rec.ProposalRecord, lambda: self._propose(vid, level, cluster)
+        )
+        st.proposed = self.budget.variants = st.proposed + 1
+        decision = self._decide(vid, prop)
+        write_json(self.vdir(vid) / "decision.json", decision.model_dump(mode="json", exclude_none=True))  # fmt: skip
+        self._notify(obs.Decided(decision=decision))
+        self.history.append(history_entry(prop, decision))
+        if decision.accepted:
+            st.incumbent = vid
+            st.accepted.append(vid)
+            self._eval(vid, "train")
+            st.incumbent_val = self._eval(vid, "val").mean
+        exhausted = prop.failure_kind is not None and prop.failure_kind.exhausts_level
+        nxt, why = self.policy.after_decision(level, decision, exhausted, cluster, att)
+        if nxt is None:
+            st.levels_exhausted = why
+            return None, level
+        if nxt.level != level.level:
+            self._notify(obs.LevelChanged(level=nxt.level, why=why))
+        return None, nxt
+
+    def _finish(self, stop: rec.Stop) -> rec.OptimizeResult:
+        st = self.st
+        record = self._memo(
             "stopped",
             "run",
-            lambda: {"reason": stop, "best": self.incumbent, "accepted": accepted},
-            self._budget,
+            rec.StopRecord,
+            lambda: rec.StopRecord(
+                reason=stop.message, kind=stop.kind, best=st.incumbent, accepted=st.accepted
+            ),
         )
-        test: dict[str, float] = {}
-        for vid in dict.fromkeys(["v000", self.incumbent]):
-            try:
-                self.meter.max_calls = self.meter.max_tokens = self.meter.max_usd = None
-                test[vid] = self._eval(vid, "test").mean
-            except BudgetExhausted:  # pragma: no cover - limits lifted above
-                pass
-        val = {v: self.summaries[(v, "val")].mean for v in dict.fromkeys(["v000", self.incumbent])}
-        info = read_json(self.dir / "run.json")
-        info.update(
-            status="finished",
-            stop_reason=stop,
-            best=self.incumbent,
-            accepted=accepted,
-            val=val,
-            test=test,
-            spent=self._budget(),
-            finished=time.time(),
-        )
-        write_json(self.dir / "run.json", info)
-        from fapo.report_html import write_html
-
-        write_html(self.dir)
+        ends = list(dict.fromkeys(["v000", st.incumbent]))
+        self.meter.max_calls = self.meter.max_tokens = self.meter.max_usd = None
+        test = {vid: self._eval(vid, "test").mean for vid in ends}
+        val = {vid: self.summaries[(vid, "val")].mean for vid in ends}
+        setup.save_val_attribution(self, ends)
+        setup.close_run(self, record, val, test)
         if self.cache is not None:
             self.cache.close()
-        self._emit("finished", stop=stop, best=self.incumbent)
-        return RunResult(self.dir, "finished", stop, self.incumbent, val, test, accepted)
+        result = rec.OptimizeResult(
+            run_dir=self.dir, status="finished", stop=record, best=st.incumbent, val=val, test=test
+        )
+        self._notify(obs.RunFinished(run_dir=self.dir, stop=record))
+        return result
 
 
 def run(
-    tenant: str | Path, options: RunOptions, settings: Settings | None = None, **kwargs: Any
-) -> RunResult:
-    """Library entry point of `fapo run`."""
-    return Run(load_tenant(tenant, settings), options, **kwargs).execute()
+    tenant: Tenant | str | Path,
+    options: RunOptions,
+    settings: Settings | None = None,
+    **kwargs: Any,
+) -> rec.OptimizeResult:
+    """Library entry point of `fapo run` (see `fapo.optimize` for the typed public one)."""
+    if not isinstance(tenant, Tenant):
+        tenant = load_tenant(tenant, settings)
+    elif settings is not None and settings is not tenant.settings:
+        tenant = replace(tenant, settings=settings)
+    return Run(tenant, options, **kwargs).execute()

@@ -93,32 +93,24 @@ def trajectory(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def step_failures(run_dir: Path, info: dict[str, Any], best: str) -> dict[str, Any]:
     """Failing val examples of baseline and final, per step and cause (the attribution ladder).
 
-    The ladder is deterministic and reads only recorded traces plus the tenant's checks, so it can
-    run at report time on val (for humans; agents never see val). Falls back to the recorded train
-    attribution when the tenant folder is gone.
+    The run saves the ladder's val attribution of baseline and final when it finishes
+    (`attribution-val.json`; for humans, agents never see val), so the report neither re-runs the
+    ladder nor needs the tenant folder. Falls back to the recorded train attribution.
     """
-    out: dict[str, Any] = {"split": "val", "note": "", "by_variant": {}}
-    try:
-        from fapo.attribute import attribute
-        from fapo.tenant import load_tenant
-
-        tenant = load_tenant(Path(info["root"]))
-        for vid in dict.fromkeys(["v000", best]):
-            res = run_dir / "variants" / vid / "eval" / "val" / "results.jsonl"
-            out["by_variant"][vid] = attribute(tenant, res, split="val") if res.is_file() else None
-        return out
-    except Exception as exc:  # a moved tenant must not stop the report
-        out["split"] = "train"
-        out["note"] = (
-            f"val breakdown unavailable ({type(exc).__name__}: {exc}); "
-            "showing the recorded train attribution"
-        )
-    for vid in dict.fromkeys(["v000", best]):
-        path = run_dir / "variants" / vid / "attribution.json"
-        out["by_variant"][vid] = (
-            json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        )
-    return out
+    ends = list(dict.fromkeys(["v000", best]))
+    saved = {vid: run_dir / "variants" / vid / "attribution-val.json" for vid in ends}
+    split, note = "val", ""
+    if not all(p.is_file() for p in saved.values()):
+        split, note = "train", "val breakdown not recorded; showing the recorded train attribution"
+        saved = {vid: run_dir / "variants" / vid / "attribution.json" for vid in ends}
+    return {
+        "split": split,
+        "note": note,
+        "by_variant": {
+            vid: json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+            for vid, p in saved.items()
+        },
+    }
 
 
 STAGES = {

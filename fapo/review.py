@@ -5,13 +5,28 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import asdict, dataclass
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from fapo.agents.base import Agent, Brief, ReviewRequest
+from fapo.artifacts import copy_transcripts, read_files, snapshot, write_json
 from fapo.attribute import gold_strings
 from fapo.context import placeholders
 from fapo.errors import FapoError
+from fapo.records import AgentVerdict, Check, Level, ProposalRecord, ReviewRecord
 from fapo.tenant import Tenant, in_scope
+from fapo.workspace import prepare
+
+__all__ = [
+    "Check",
+    "LeakIndex",
+    "agent_review",
+    "review_candidate",
+    "review_in_code",
+    "verdict",
+]
 
 NGRAM = 8
 _FORBIDDEN_CALLS = {"eval", "exec", "__import__", "compile"}
@@ -25,16 +40,6 @@ _FORBIDDEN_MODULES = {
     "urllib",
     "http",
 }
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    reason: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _words(text: str) -> list[str]:
@@ -127,7 +132,7 @@ def review_in_code(
     incumbent: Tenant,
     changes: dict[str, str | None],
     *,
-    level: str,
+    level: Level,
     stray: list[str],
     outside: list[str],
     immutable_before: dict[str, str],
@@ -140,7 +145,7 @@ def review_in_code(
     checks: list[Check] = []
     add = checks.append
     add(Check("changed", bool(changes), "" if changes else "the proposal changed no file"))
-    out_of_scope = [r for r in changes if not in_scope(r, level)]  # type: ignore[arg-type]
+    out_of_scope = [r for r in changes if not in_scope(r, level)]
     new_files = [r for r, t in changes.items() if t is not None and r not in incumbent.files]
     deleted = [r for r, t in changes.items() if t is None]
     if level != "structure":
@@ -229,3 +234,93 @@ def review_in_code(
         leaks += [f"{rel}: {m}" for m in leak_index.leaks(_added_text(old, new), old)]
     add(Check("no_sealed_leakage", not leaks, "; ".join(leaks)))
     return checks
+
+
+# -- the agent half and the stage's record -------------------------------------------------------
+
+
+def agent_review(
+    agent: Agent,
+    candidate: Tenant,
+    *,
+    level: Level,
+    diff: str,
+    rationale: str,
+    rules: Sequence[str],
+    transcripts: Path,
+) -> AgentVerdict:
+    """Ask `agent` to review `diff` in a read-only workspace of the candidate. A reviewer that
+    fails or modifies its workspace vetoes; its transcripts are copied to `transcripts`."""
+    req = ReviewRequest(
+        tenant=candidate.name, level=level, diff=diff, scope_rules=list(rules), rationale=rationale
+    )
+    brief = Brief(
+        tenant=candidate.name,
+        level=level,
+        objective="Review the diff.",
+        scores={},
+        cluster=None,
+        traces=[],
+        allowed_files=[],
+    )
+    with tempfile.TemporaryDirectory(prefix="fapo-review-") as tmp:
+        ws = Path(tmp) / "workspace"
+        prepare(ws, candidate, level, brief, {"diff.patch": diff})
+        before = snapshot(ws)
+        v = agent.review(req, ws)
+        touched = sorted(set(snapshot(ws).items()) ^ set(before.items()))
+        copy_transcripts(Path(tmp), transcripts)
+    return AgentVerdict(
+        approve=v.approve and not v.failure and not touched,
+        reasons=v.reasons
+        + ([f"reviewer failed: {v.failure}"] if v.failure else [])
+        + (["the read-only reviewer modified its workspace"] if touched else []),
+        invocations=list(v.invocations),
+    )
+
+
+def verdict(checks: list[Check], agent: AgentVerdict | None) -> ReviewRecord:
+    """Blocked if any check failed or the reviewing agent vetoed."""
+    blocked = any(not c.passed for c in checks) or (agent is not None and not agent.approve)
+    return ReviewRecord(blocked=blocked, checks=checks, agent_verdict=agent)
+
+
+def review_candidate(
+    agent: Agent,
+    incumbent: Tenant,
+    prop: ProposalRecord,
+    *,
+    files: Path,
+    immutable: dict[str, str],
+    leaks: LeakIndex,
+    known: dict[str, str],
+    rules: Sequence[str],
+) -> ReviewRecord:
+    """The review stage: every check in code, then (only if all pass) the reviewing agent.
+    `files` is the candidate's variant folder (`files/`, `diff.patch`); writes `review.json`."""
+    stored = read_files(files / "files") or dict(incumbent.files)
+    changes: dict[str, str | None] = {r: stored.get(r) for r in prop.changes}
+    checks = review_in_code(
+        incumbent,
+        changes,
+        level=prop.level,
+        stray=prop.stray,
+        outside=prop.outside,
+        immutable_before=immutable,
+        leak_index=leaks,
+        known=known,
+    )
+    agent_part = None
+    if all(c.passed for c in checks):
+        agent_part = agent_review(
+            agent,
+            incumbent.variant(changes),
+            level=prop.level,
+            diff=(files / "diff.patch").read_text(encoding="utf-8"),
+            rationale=prop.rationale,
+            rules=rules,
+            transcripts=files / "review-agent",
+        )
+    review = verdict(checks, agent_part)
+    write_json(files / "review.json", review.model_dump(mode="json"))
+    return review

@@ -5,13 +5,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from fapo.errors import FapoError, validation_problem
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from fapo.records import Record as _Strict
 
 
 class Defaults(_Strict):

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-Level = Literal["prompt", "parameter", "structure"]
-LEVELS: tuple[Level, ...] = ("prompt", "parameter", "structure")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from fapo.records import LEVELS, Level  # noqa: F401  (re-exported: fapo.spec.LEVELS)
+from fapo.records import Record as _Strict
 
 
 class ParamSpec(_Strict):

@@ -81,7 +81,7 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
         raise FapoError(f"{where}: malformed YAML ({problem}); fix the syntax") from None
 
 
-def parse_spec(path: Path) -> TenantSpec:
+def read_tenant_spec(path: Path) -> TenantSpec:
     if not path.is_file():
         raise FapoError(f"{path}: not found; a tenant folder needs tenant.yaml (try `fapo init`)")
     text = path.read_text(encoding="utf-8")
@@ -343,5 +343,5 @@ def resolve_tenant_dir(name_or_path: str, settings: Settings) -> Path:
 def load_tenant(name_or_path: str | Path, settings: Settings | None = None) -> Tenant:
     settings = settings or load_settings()
     root = resolve_tenant_dir(str(name_or_path), settings)
-    spec = parse_spec(root / "tenant.yaml")
+    spec = read_tenant_spec(root / "tenant.yaml")
     return Tenant(root=root, spec=spec, settings=settings, files=_read_mutable(root))

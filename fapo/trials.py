@@ -17,6 +17,7 @@ from typing import Any
 
 from fapo.artifacts import write_json, write_text
 from fapo.errors import FapoError
+from fapo.observers import Callback, TrialStarted
 from fapo.settings import Settings
 
 
@@ -92,7 +93,7 @@ def run_trials(
     settings: Settings,
     *,
     shared_cache: bool = False,
-    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    on_event: Callback | None = None,
     run: Callable[..., Any] | None = None,
 ) -> TrialsResult:
     """Run trial 1..n (resuming those that exist when `options.resume`) and write the summary."""
@@ -117,8 +118,9 @@ def run_trials(
         opts = replace(options, run_id=rid, seed=seed0 + i - 1, resume=exists)
         s = settings if shared_cache else _trial_settings(settings, rid)
         if on_event:
-            on_event("trial", {"trial": i, "of": n, "run_id": rid})
-        r = run(t.root, opts, s, on_event=on_event) if on_event else run(t.root, opts, s)
+            on_event(TrialStarted(trial=i, of=n, run_id=rid))
+        # The loaded tenant itself, so a trial does not load (and validate) it again.
+        r = run(t, opts, s, callbacks=[on_event]) if on_event else run(t, opts, s)
         out.runs.append(
             {
                 "trial": i,

@@ -7,17 +7,15 @@ After the agent returns, `collect` reads what changed from disk (never from the 
 from __future__ import annotations
 
 import difflib
-import json
 import shutil
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fapo.agents.base import Brief
 from fapo.artifacts import snapshot
+from fapo.records import Level
 from fapo.tenant import Tenant, in_scope, is_mutable
-
-if TYPE_CHECKING:
-    from fapo.agents.base import Brief
 
 ENGINE_FILES = ("BRIEF.md", "brief.json")
 CONTEXT = "context"
@@ -25,49 +23,8 @@ CONTEXT = "context"
 CONTEXT_FILES = ("scorer.py", "checks.py", "tenant.yaml", "README.md")
 
 
-def brief_markdown(brief: Brief) -> str:
-    lines = [
-        f"# Task: one scoped change at the {brief.level} level of tenant `{brief.tenant}`",
-        "",
-        brief.objective,
-        "",
-        "## Scores (aggregate only)",
-        *[f"- {k}: {v:.3f}" for k, v in brief.scores.items()],
-        "",
-        "## Files you may change",
-        *[f"- `{f}`" for f in brief.allowed_files],
-        "",
-    ]
-    if brief.param_bounds:
-        lines += [
-            "## Parameter bounds",
-            "```json",
-            json.dumps(brief.param_bounds, indent=2),
-            "```",
-            "",
-        ]
-    if brief.cluster:
-        c = brief.cluster
-        lines += [
-            "## Failure cluster to fix",
-            f"- step: `{c.step}`; cause: {c.cause}; level: {c.level}; confidence {c.confidence:.2f}",
-            f"- {len(c.example_ids)} train examples; suggested fix: {c.suggested_fix}",
-            "",
-            "Train traces of this cluster (with labels) are in `context/traces.json`.",
-            "",
-        ]
-    if brief.history:
-        lines += [
-            "## Earlier attempts",
-            *[f"- {json.dumps(h, default=str)}" for h in brief.history],
-            "",
-        ]
-    lines += ["## Rules", *[f"- {r}" for r in brief.rules], ""]
-    return "\n".join(lines)
-
-
-def allowed_files(tenant: Tenant, level: str) -> list[str]:
-    files = [rel for rel in sorted(tenant.files) if in_scope(rel, level)]  # type: ignore[arg-type]
+def allowed_files(tenant: Tenant, level: Level) -> list[str]:
+    files = [rel for rel in sorted(tenant.files) if in_scope(rel, level)]
     if level == "structure" and "structure.yaml" not in files:
         files.append("structure.yaml")
     if level == "structure":
@@ -76,14 +33,14 @@ def allowed_files(tenant: Tenant, level: str) -> list[str]:
 
 
 def prepare(
-    ws: Path, tenant: Tenant, level: str, brief: Brief, extra_context: dict[str, str]
+    ws: Path, tenant: Tenant, level: Level, brief: Brief, extra_context: dict[str, str]
 ) -> None:
     """Lay out a fresh workspace. `extra_context` maps context-relative names to text."""
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
     for rel, text in tenant.files.items():
-        target = ws / rel if in_scope(rel, level) else ws / CONTEXT / rel  # type: ignore[arg-type]
+        target = ws / rel if in_scope(rel, level) else ws / CONTEXT / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
     for rel in CONTEXT_FILES:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from fapo.loop import Run, RunOptions, run
+from fapo.observers import Decided, EvalFinished, Event
+from fapo.records import Status
 from fapo.tenant import load_tenant
 
 
@@ -76,20 +78,20 @@ def scripted(tmp_path: Path, proposals: list[dict], reviews: list[dict] | None =
 
 def _blocked_run(project, tmp_path: Path, proposal: dict, **kw) -> tuple[Path, dict]:
     t = load_tenant("demo-qa", project)
+    seen: list[Event] = []
     r = Run(
         t,
         RunOptions(
             agent=scripted(tmp_path, [proposal], **kw), run_id="s", budget={"max_variants": 1}
         ),
+        callbacks=[seen.append],
     )
-    calls_before_candidate = {}
-
-    def spy(kind, data):
-        if kind == "decision":
-            calls_before_candidate["calls"] = data["budget"]["calls"]
-
-    r.on_event = spy
     res = r.execute()
+    decided = [e for e in seen if isinstance(e, Decided)]
+    assert [e.decision.status for e in decided] == [Status.INVALID]
+    assert decided[0].budget["calls"] == next(
+        e.budget["calls"] for e in seen if isinstance(e, EvalFinished) and e.split == "val"
+    ), "no task-model call between the baseline and the blocked candidate's decision"
     v = res.run_dir / "variants" / "v001"
     assert not (v / "eval").exists(), "a blocked candidate must never be evaluated"
     return v, json.loads((v / "review.json").read_text())

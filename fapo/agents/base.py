@@ -13,60 +13,40 @@ Workspace layout prepared by the engine for every invocation (see fapo.workspace
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Level = Literal["prompt", "parameter", "structure"]
-Role = Literal["propose", "attribute", "review"]
+from fapo.records import (
+    AgentUsage,
+    Cluster,
+    Invocation,
+    Level,
+    ProposalFailure,
+    Record,
+    Role,
+)
 
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AgentUsage(_Record):
-    usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    turns: int = 0
-    duration_s: float = 0.0
-
-
-class Invocation(_Record):
-    """One run of an agent process (or of the built-in agent): what was asked and what happened."""
-
-    agent: str
-    role: Role
-    command: list[str] = Field(default_factory=list)  # secrets redacted
-    exit_code: int | None = None
-    is_error: bool = False
-    error: str | None = None
-    timed_out: bool = False
-    permission_denials: list[Any] = Field(default_factory=list)
-    usage: AgentUsage = AgentUsage()
-    transcript_file: str | None = None  # relative to the workspace's parent (proposal dir)
-    final_text: str = ""
+__all__ = [
+    "Agent",
+    "AgentUsage",
+    "AttributionAnswer",
+    "AttributionRequest",
+    "Brief",
+    "Cluster",
+    "Invocation",
+    "Level",
+    "Proposal",
+    "ProposalFailure",
+    "ReviewRequest",
+    "Role",
+    "Verdict",
+]
 
 
-class Cluster(_Record):
-    """A group of failures sharing a step, a cause and the level that can fix them."""
-
-    step: str
-    cause: str
-    level: Level
-    confidence: float = Field(ge=0.0, le=1.0)
-    example_ids: list[str]
-    suggested_fix: str = ""
-    source: Literal["ladder", "agent", "intervention"] = "ladder"
-    # What the interventions saw ("oracle at retrieve repaired 7/8 sampled failures", …).
-    evidence: list[str] = Field(default_factory=list)
-    # Declared parameters whose move repaired members (the parameter level's first candidates).
-    parameters: list[str] = Field(default_factory=list)
-
-
-class Brief(_Record):
+class Brief(Record):
     """Everything the proposer is told. Built from train-split evidence only."""
 
     tenant: str
@@ -81,33 +61,38 @@ class Brief(_Record):
     rules: list[str] = Field(default_factory=list)
 
     def to_markdown(self) -> str:
-        from fapo.workspace import brief_markdown
-
         return brief_markdown(self)
 
 
-class Proposal(_Record):
+class Proposal(Record):
     """The agent's account of its change. What changed is read from disk, not from here."""
 
     rationale: str = ""
     invocations: list[Invocation] = Field(default_factory=list)
     failure: str | None = None  # set when the agent could not produce a proposal
+    failure_kind: ProposalFailure | None = None  # why; AGENT_ERROR when a failure names none
+
+    @property
+    def kind(self) -> ProposalFailure | None:
+        if self.failure is None:
+            return None
+        return self.failure_kind or ProposalFailure.AGENT_ERROR
 
 
-class AttributionRequest(_Record):
+class AttributionRequest(Record):
     tenant: str
     steps: list[str]
     levels: list[Level]
     failures: list[dict[str, Any]]  # unexplained train traces
 
 
-class AttributionAnswer(_Record):
+class AttributionAnswer(Record):
     clusters: list[Cluster] = Field(default_factory=list)
     invocations: list[Invocation] = Field(default_factory=list)
     failure: str | None = None
 
 
-class ReviewRequest(_Record):
+class ReviewRequest(Record):
     tenant: str
     level: Level
     diff: str
@@ -115,7 +100,7 @@ class ReviewRequest(_Record):
     rationale: str
 
 
-class Verdict(_Record):
+class Verdict(Record):
     approve: bool
     reasons: list[str] = Field(default_factory=list)
     invocations: list[Invocation] = Field(default_factory=list)
@@ -133,3 +118,44 @@ class Agent(Protocol):
     def attribute(self, request: AttributionRequest, workspace: Path) -> AttributionAnswer: ...
 
     def review(self, request: ReviewRequest, workspace: Path) -> Verdict: ...
+
+
+def brief_markdown(brief: Brief) -> str:
+    lines = [
+        f"# Task: one scoped change at the {brief.level} level of tenant `{brief.tenant}`",
+        "",
+        brief.objective,
+        "",
+        "## Scores (aggregate only)",
+        *[f"- {k}: {v:.3f}" for k, v in brief.scores.items()],
+        "",
+        "## Files you may change",
+        *[f"- `{f}`" for f in brief.allowed_files],
+        "",
+    ]
+    if brief.param_bounds:
+        lines += [
+            "## Parameter bounds",
+            "```json",
+            json.dumps(brief.param_bounds, indent=2),
+            "```",
+            "",
+        ]
+    if brief.cluster:
+        c = brief.cluster
+        lines += [
+            "## Failure cluster to fix",
+            f"- step: `{c.step}`; cause: {c.cause}; level: {c.level}; confidence {c.confidence:.2f}",
+            f"- {len(c.example_ids)} train examples; suggested fix: {c.suggested_fix}",
+            "",
+            "Train traces of this cluster (with labels) are in `context/traces.json`.",
+            "",
+        ]
+    if brief.history:
+        lines += [
+            "## Earlier attempts",
+            *[f"- {json.dumps(h, default=str)}" for h in brief.history],
+            "",
+        ]
+    lines += ["## Rules", *[f"- {r}" for r in brief.rules], ""]
+    return "\n".join(lines)

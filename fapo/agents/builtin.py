@@ -26,6 +26,7 @@ from fapo.agents.base import (
     Brief,
     Invocation,
     Proposal,
+    ProposalFailure,
     ReviewRequest,
     Verdict,
 )
@@ -354,6 +355,7 @@ class BuiltinAgent:
                 rationale="",
                 invocations=[inv],
                 failure=f"nothing left to try at the {brief.level} level",
+                failure_kind=ProposalFailure.NOTHING_LEFT,
             )
         base = brief.scores.get("train", 0.0)
         scored = []
@@ -378,6 +380,7 @@ class BuiltinAgent:
                         f"no {brief.level} move improves the train score {base:.3f} "
                         f"(best {mid}: {best:.3f}; {len(moves)} tried)"
                     ),
+                    failure_kind=ProposalFailure.NO_IMPROVEMENT,
                 )
             note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train"
             note += f", {repeats} repeats each)" if repeats > 1 else ")"

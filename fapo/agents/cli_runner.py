@@ -32,6 +32,7 @@ from fapo.agents.base import (
     Brief,
     Invocation,
     Proposal,
+    ProposalFailure,
     ReviewRequest,
     Role,
     Verdict,
@@ -492,14 +493,22 @@ class CLIAgent:
         inv, parsed = self.invoke("propose", prompt, workspace)
         changed = changed_files(before, snapshot(workspace))
         outside = self.outside_write_attempts(parsed, workspace.resolve())
-        failure = None
+        failure, kind = None, None
         if inv.is_error:
             failure = f"{self.name} failed: {inv.error or 'error result'}"
+            kind = ProposalFailure.AGENT_ERROR
         elif outside:
             failure = f"{self.name} tried to write outside the workspace: {'; '.join(outside[:5])}"
+            kind = ProposalFailure.OUTSIDE_WRITE
         elif not changed:
             failure = f"{self.name} changed no file in the workspace"
-        return Proposal(rationale=inv.final_text.strip()[:4000], invocations=[inv], failure=failure)
+            kind = ProposalFailure.NO_CHANGE
+        return Proposal(
+            rationale=inv.final_text.strip()[:4000],
+            invocations=[inv],
+            failure=failure,
+            failure_kind=kind,
+        )
 
     def attribute(self, request: AttributionRequest, workspace: Path) -> AttributionAnswer:
         invocations, result, failure = self._ask(

@@ -26,6 +26,7 @@ from fapo.agents.base import (
     Cluster,
     Invocation,
     Proposal,
+    ProposalFailure,
     ReviewRequest,
     Verdict,
 )
@@ -57,7 +58,11 @@ class ScriptedAgent:
         step = self._nth(self.proposals, "propose", len(brief.history))
         inv = Invocation(agent=self.name, role="propose")
         if step is None:
-            return Proposal(invocations=[inv], failure="script exhausted")
+            return Proposal(
+                invocations=[inv],
+                failure="script exhausted",
+                failure_kind=ProposalFailure.SCRIPT_EXHAUSTED,
+            )
         for rel, text in (step.get("files") or {}).items():
             target = workspace / rel
             if text is None:
