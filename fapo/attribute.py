@@ -285,7 +285,7 @@ def attribute(
         records[rec["id"]] = rec
     assigned: dict[str, tuple[str, str, str]] = dict(ladder)
     source = dict.fromkeys(ladder, "ladder")
-    evidence_of: dict[str, list[Any]] = {}  # final key -> sampled verdicts behind it
+    evidence_of: dict[tuple[str, str, str], list[Any]] = {}  # final key -> verdicts behind it
     params_of: dict[tuple[str, str, str], set[str]] = {}
     verdicts: dict[str, Any] = {}
     spend: dict[str, Any] | None = None
@@ -355,7 +355,7 @@ def attribute(
             Cluster(
                 step=step,
                 cause=cause,
-                level=level,  # type: ignore[arg-type]
+                level=level,
                 confidence=round(sum(conf[i] for i in members) / len(members), 3),
                 example_ids=sorted(members),
                 suggested_fix=_fix_for(cause),

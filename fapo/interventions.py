@@ -31,9 +31,8 @@ from fapo.cache import CallCache
 from fapo.checks import StepOracle, collect_oracles
 from fapo.errors import BudgetExhausted
 from fapo.llm import Meter, ModelFactory
-from fapo.records import Example
+from fapo.records import Example, Level
 from fapo.runtime import RECORDER, REPEAT, SAMPLE
-from fapo.spec import Level
 from fapo.tenant import Tenant, _import_file
 
 #: A score at or above this counts as a pass (same bar as attribution's failures).
@@ -186,7 +185,9 @@ class InterventionRunner:
     def _repaired(score: float, base: float) -> bool:
         return score >= PASS or (score > base and score - base >= 0.5 * (1 - base))
 
-    async def _run(self, app: Any, inputs: Any, cfg: dict, **kw: Any) -> list[tuple[str, Any]]:
+    async def _run(
+        self, app: Any, inputs: Any, cfg: dict[str, Any], **kw: Any
+    ) -> list[tuple[str, Any]]:
         updates: list[tuple[str, Any]] = []
         async for chunk in app.astream(inputs, cfg, stream_mode="updates", **kw):
             for node, upd in chunk.items():
@@ -224,7 +225,7 @@ class InterventionRunner:
                 note="passes when re-run (the recorded failure did not reproduce)",
             )
 
-        async def resume(cfg: dict) -> float:
+        async def resume(cfg: dict[str, Any]) -> float:
             """Run on from `cfg` (a checkpoint of this example's thread); the final score."""
             await self._run(app, None, cfg)
             return self._score(ex, (await app.aget_state(thread)).values)
@@ -390,7 +391,7 @@ def _verdict(
         return Verdict(
             example_id=ex_id,
             step=step,
-            level=level,  # type: ignore[arg-type]
+            level=level,
             kind=t.kind,
             detail=t.detail,
             trials=trials,
@@ -399,9 +400,9 @@ def _verdict(
     # Nothing repaired the final answer (often a second defect downstream): the earliest step
     # whose own failing checks a resample or a parameter move made pass.
     for step in order:
-        here = {t.kind: t for t in trials if t.step == step and t.local}
-        if Kind.PARAMETER in here or Kind.RESAMPLE in here:
-            t = here.get(Kind.PARAMETER) or here[Kind.RESAMPLE]
+        local = {t.kind: t for t in trials if t.step == step and t.local}
+        if Kind.PARAMETER in local or Kind.RESAMPLE in local:
+            t = local.get(Kind.PARAMETER) or local[Kind.RESAMPLE]
             return Verdict(
                 example_id=ex_id,
                 step=step,
@@ -417,7 +418,7 @@ def _verdict(
 
 def _states_after(inputs: dict[str, Any], updates: list[tuple[str, Any]]) -> dict[str, Any]:
     """The state right after each step first ran (updates applied in order, last value wins)."""
-    state, out = dict(inputs), {}
+    state, out = dict(inputs), dict[str, Any]()
     for node, upd in updates:
         if isinstance(upd, dict):
             state = {**state, **upd}
