@@ -379,6 +379,14 @@ def _verdict(
         if not here:
             continue
         by = {t.kind: t for t in here}
+        # The oracle says this step's output is the cause; when a parameter move (or a fresh
+        # draw) makes the step's own checks pass, that is what can produce the right output, even
+        # if a second defect downstream keeps the final answer wrong for that move alone.
+        local = {t.kind: t for t in trials if t.step == step and t.local}
+        if Kind.PARAMETER not in by and Kind.RESAMPLE not in by:
+            by = {**{k: v for k, v in local.items() if k != Kind.RESAMPLE}, **by}
+            if Kind.PARAMETER not in by and Kind.RESAMPLE in local:
+                by[Kind.RESAMPLE] = local[Kind.RESAMPLE]
         if Kind.PARAMETER in by:
             t, level = by[Kind.PARAMETER], "parameter"
         elif Kind.RESAMPLE in by:
