@@ -23,3 +23,4 @@ if [ "${1:-}" = "--all" ]; then
     fi
   fi
 fi
+echo "setup: fapo is installed in .venv; run \`source .venv/bin/activate\` to put it on PATH (or call .venv/bin/fapo)" >&2

@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from fapo.cli_common import (
+    JsonOpt,
+    emit,
+    find_run,
+    live_printer,
+    progress_bar,
+    project_settings,
+    report_lines,
+    report_paths,
+)
 from fapo.cli_extra import register as register_extra_commands
 from fapo.errors import FapoError
 
@@ -17,32 +26,17 @@ app = typer.Typer(
     name="fapo",
     help="Optimize multi-step LLM pipelines: evaluate, attribute, propose, review, compare.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (docs/tenants.md)
     pretty_exceptions_enable=False,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-
-
-def _settings():
-    from fapo.settings import load_settings
-
-    return load_settings()
-
-
-def _emit(data: Any, as_json: bool, text: str | None = None) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    elif text is not None:
-        sys.stdout.write(text.rstrip("\n") + "\n")
-
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of tenant.yaml (for editor completion)."""
+def schema(as_json: JsonOpt = False) -> None:
+    """Print the JSON Schema of tenant.yaml (for editor completion); it is JSON with or without --json."""
     from fapo.spec import TenantSpec
 
-    _emit(TenantSpec.model_json_schema(), True)
+    emit(TenantSpec.model_json_schema(), True)
 
 
 @app.command()
@@ -50,10 +44,10 @@ def validate(tenant: str, as_json: JsonOpt = False) -> None:
     """Check a tenant without calling any model; exit 2 on the first kind of problem found."""
     from fapo.validate import validate as run_validate
 
-    t, problems, warnings = run_validate(tenant, _settings())
+    t, problems, warnings = run_validate(tenant, project_settings())
     ok = not problems
     if as_json:
-        _emit({"tenant": tenant, "ok": ok, "problems": problems, "warnings": warnings}, True)
+        emit({"tenant": tenant, "ok": ok, "problems": problems, "warnings": warnings}, True)
     else:
         for w in warnings:
             sys.stderr.write(f"warning: {w}\n")
@@ -66,27 +60,6 @@ def validate(tenant: str, as_json: JsonOpt = False) -> None:
             )
     if not ok:
         raise typer.Exit(2)
-
-
-def progress_bar(description: str, enabled: bool):
-    """A rich progress bar on stderr (or a no-op) returning (context manager, callback)."""
-    import contextlib
-
-    if not enabled or not sys.stderr.isatty():
-        return contextlib.nullcontext(), None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    prog = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = prog.add_task(description, total=None)
-    return prog, lambda done, total: prog.update(task, completed=done, total=total)
 
 
 @app.command("eval")
@@ -110,7 +83,7 @@ def eval_cmd(
     from fapo.evaluate import evaluate
     from fapo.tenant import load_tenant
 
-    settings = _settings()
+    settings = project_settings()
     t = load_tenant(tenant, settings)
     out = out or settings.runs_dir / t.name / f"eval-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
     bar, cb = progress_bar(f"{t.name} · {split}", not as_json)
@@ -127,14 +100,7 @@ def eval_cmd(
         )
     data = {"tenant": t.name, "split": split, "out": str(out), **s.as_dict()}
     data.pop("scores")
-    _emit(data, as_json, (out / "summary.md").read_text(encoding="utf-8") + f"\nArtifacts: {out}")
-
-
-def _live_printer(as_json: bool) -> Any:
-    """One line per loop event on stderr: level, variant, best score, budget spent."""
-    from fapo.observers import ProgressPrinter
-
-    return ProgressPrinter(quiet=as_json)
+    emit(data, as_json, (out / "summary.md").read_text(encoding="utf-8") + f"\nArtifacts: {out}")
 
 
 @app.command()
@@ -201,13 +167,14 @@ def run(
     if trials > 1:
         from fapo.trials import run_trials
 
-        on_event = None if as_json else _live_printer(False)
-        res = run_trials(tenant, opts, trials, _settings(), on_event=on_event)
-        _emit(res.as_dict(), as_json, res.text())
+        on_event = None if as_json else live_printer(False)
+        res = run_trials(tenant, opts, trials, project_settings(), on_event=on_event)
+        emit(res.as_dict(), as_json, res.text())
         return
-    result = run_loop(tenant, opts, _settings(), callbacks=[_live_printer(as_json)])
+    result = run_loop(tenant, opts, project_settings(), callbacks=[live_printer(as_json)])
     data = {
         "run_dir": str(result.run_dir),
+        "reports": report_paths(result.run_dir),
         "status": result.status,
         "stop_reason": result.stop_reason,
         "best": result.best,
@@ -218,24 +185,9 @@ def run(
     text = (
         f"best {result.best}: val {result.val.get(result.best, 0):.3f} "
         f"(baseline {result.val.get('v000', 0):.3f}), test {result.test.get(result.best, 0):.3f} "
-        f"(baseline {result.test.get('v000', 0):.3f})\nreport: {result.run_dir / 'report.md'}"
+        f"(baseline {result.test.get('v000', 0):.3f})\n{report_lines(result.run_dir)}"
     )
-    _emit(data, as_json, text)
-
-
-def _find_run(settings: Any, run_ref: str | None) -> Path:
-    runs = sorted(settings.runs_dir.glob("*/*/run.json"), key=lambda p: p.stat().st_mtime)
-    if run_ref:
-        p = Path(run_ref)
-        if (p / "run.json").is_file():
-            return p
-        runs = [r for r in runs if r.parent.name == run_ref]
-    if not runs:
-        raise FapoError(
-            f"no run {'named ' + repr(run_ref) + ' ' if run_ref else ''}under "
-            f"{settings.runs_dir}; start one with `fapo run TENANT`"
-        )
-    return runs[-1].parent
+    emit(data, as_json, text)
 
 
 @app.command()
@@ -248,7 +200,7 @@ def status(
     """Where a run stands: status, current best, decisions so far, budget spent."""
     from fapo.report import collect_run
 
-    d = collect_run(_find_run(_settings(), run_ref))
+    d = collect_run(find_run(project_settings(), run_ref))
     info = d["info"]
     rows = [
         {
@@ -277,30 +229,47 @@ def status(
             f"  {r['variant']}  {r['level'] or 'baseline':9}  {r['decision'] or '—':9}  "
             f"val {r['val'] if r['val'] is None else format(r['val'], '.3f')}"
         )
-    _emit(data, as_json, "\n".join(lines))
+    emit(data, as_json, "\n".join(lines))
 
 
 @app.command()
 def doctor(
-    tenant: Annotated[str | None, typer.Argument(help="Also ping this tenant's models.")] = None,
+    tenant: Annotated[
+        str | None, typer.Argument(help="Check what this tenant uses and ping its models.")
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help="Check this agent instead of the configured one (builtin, claude-code, codex)."
+        ),
+    ] = None,
     no_probe: Annotated[
         bool, typer.Option("--no-probe", help="Do not send test requests.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Which agent CLIs are installed (versions), which keys are set, and whether each answers."""
-    from fapo.doctor import doctor as run_doctor
+    """Which agent CLIs are installed, which keys are set, whether each answers.
 
-    settings = _settings()
-    rows = run_doctor(settings, probe=not no_probe)
+    Exit 1 only when something the configuration uses is missing (`NO` lines); `--` lines are
+    agents or keys nothing configured needs. An offline set-up (sim model, built-in agent) passes.
+    """
+    from fapo.doctor import doctor as run_doctor
+    from fapo.doctor import failing, format_rows, needs_of
+
+    settings = project_settings()
+    t = None
     if tenant:
-        from fapo.doctor import ping_models
         from fapo.tenant import load_tenant
 
-        rows += ping_models(load_tenant(tenant, settings), probe=not no_probe)
-    lines = [f"{'ok ' if r['ok'] else 'NO '} {r['check']}: {r['detail']}" for r in rows]
-    _emit(rows, as_json, "\n".join(lines))
-    if not all(r["ok"] for r in rows):
+        t = load_tenant(tenant, settings)
+    needs = needs_of(settings, t, agent)
+    rows = run_doctor(settings, probe=not no_probe, needs=needs)
+    if t is not None:
+        from fapo.doctor import ping_models
+
+        rows += ping_models(t, probe=not no_probe)
+    emit(rows, as_json, format_rows(rows))
+    if failing(rows):
         raise typer.Exit(1)
 
 

@@ -7,22 +7,20 @@ langgraph or a model SDK. Everything heavy is imported inside the command that n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from fapo.cli_common import (
+    JsonOpt,
+    RunArg,
+    emit,
+    find_run,
+    live_printer,
+    progress_bar,
+    project_settings,
+)
 from fapo.errors import FapoError
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-RunArg = Annotated[
-    str | None, typer.Argument(help="Run id or run folder (default: the latest run).")
-]
-
-
-def _cli() -> Any:
-    import fapo.cli as cli
-
-    return cli
 
 
 def report(
@@ -35,14 +33,13 @@ def report(
     """(Re)build a run's report.md (and report.html) from its artifact folder."""
     from fapo.report import write_report
 
-    cli = _cli()
-    run_dir = cli._find_run(cli._settings(), run_ref)
+    run_dir = find_run(project_settings(), run_ref)
     paths = {"markdown": str(write_report(run_dir))}
     if html:
         from fapo.report_html import write_html
 
         paths["html"] = str(write_html(run_dir))
-    cli._emit(
+    emit(
         {"run_dir": str(run_dir), **paths},
         as_json,
         "\n".join(f"{k}: {v}" for k, v in paths.items()),
@@ -52,40 +49,53 @@ def report(
 def diff(
     run_ref: Annotated[str, typer.Argument(help="Run id or run folder.")],
     variant: Annotated[
-        str | None, typer.Argument(help="Variant (default: the run's final one).")
+        str | None,
+        typer.Argument(
+            help="Show this variant's own change against its parent "
+            "(default: baseline → final, what `fapo promote` writes)."
+        ),
     ] = None,
     against: Annotated[
-        str | None, typer.Option(help="Compare with this variant (default: its parent).")
+        str | None,
+        typer.Option(help="Compare with this variant instead (default: see VARIANT)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """A variant's change as a unified diff, with the decision taken on it."""
+    """A run's change as a unified diff: baseline → final by default, or one variant's own change."""
     from fapo.artifacts import read_json
+    from fapo.events import EventLog
     from fapo.promote import best_variant, variant_files
     from fapo.workspace import unified_diff
 
-    cli = _cli()
-    run_dir = cli._find_run(cli._settings(), run_ref)
+    run_dir = find_run(project_settings(), run_ref)
     info = read_json(run_dir / "run.json")
     vid = variant or best_variant(run_dir, info)
     vdir = run_dir / "variants" / vid
+    if not vdir.is_dir():
+        variant_files(run_dir, vid)  # raises the one-line "no variant" error listing the known ones
     decision = read_json(vdir / "decision.json") if (vdir / "decision.json").is_file() else None
     proposal = None
-    from fapo.events import EventLog
-
     for e in EventLog(run_dir / "events.jsonl").events:
         if e["kind"] == "proposal" and e["key"] == vid:
             proposal = e["data"]
-    base = against or (proposal or {}).get("parent") or "v000"
+    # Without a variant the question is "what would promote change": the whole way from the
+    # baseline. Naming a variant asks what that one proposal changed, i.e. against its parent.
+    parent = (proposal or {}).get("parent") or "v000"
+    base = against or (parent if variant else "v000")
     if decision and decision.get("status") == "invalid" and not (vdir / "files").exists():
         text = ""
     else:
         text = unified_diff(variant_files(run_dir, base), variant_files(run_dir, vid))
     status = (decision or {}).get("status", "baseline" if vid == "v000" else "pending")
-    head = f"# {vid} ({(proposal or {}).get('level', 'baseline')}) against {base}: {status}" + (
-        f" — {decision['reason']}" if decision and decision.get("reason") else ""
-    )
-    cli._emit(
+    if variant is None and against is None:
+        head = f"# baseline v000 → final {vid} (what `fapo promote` writes)"
+        if vid != "v000":
+            head += f"; {vid} was {status}"
+    else:
+        head = f"# {vid} ({(proposal or {}).get('level', 'baseline')}) against {base}: {status}" + (
+            f" — {decision['reason']}" if decision and decision.get("reason") else ""
+        )
+    emit(
         {
             "run_dir": str(run_dir),
             "variant": vid,
@@ -117,10 +127,9 @@ def promote(
     """Write a variant's prompts/params/chain back into the tenant folder, for review and commit."""
     from fapo.promote import promote as do_promote
 
-    cli = _cli()
-    settings = cli._settings()
+    settings = project_settings()
     r = do_promote(
-        cli._find_run(settings, run_ref), variant, force=force, settings=settings, dry_run=dry_run
+        find_run(settings, run_ref), variant, force=force, settings=settings, dry_run=dry_run
     )
     status = (r.decision or {}).get("status")
     if not r.written and not r.deleted:
@@ -137,14 +146,17 @@ def promote(
             text += f"\nnote: {r.variant} was {status}, not accepted"
         if not dry_run:
             text += f"\nreview with `git diff -- {r.tenant_root}`, then commit"
-    cli._emit({**r.as_dict(), "dry_run": dry_run}, as_json, text)
+    emit({**r.as_dict(), "dry_run": dry_run}, as_json, text)
 
 
 def check(
     tenant: Annotated[str, typer.Argument(help="Tenant name or folder.")],
     against: Annotated[
         str | None,
-        typer.Option(help="Run id/folder or baseline JSON file (default: latest finished run)."),
+        typer.Option(
+            help="Run id/folder or baseline JSON file (default: the latest evaluation of the "
+            "same pipeline files; none recorded is exit 2)."
+        ),
     ] = None,
     max_drop: Annotated[float, typer.Option(help="Largest allowed score drop (e.g. 0.02).")] = 0.0,
     split: Annotated[str, typer.Option(help="val or test.")] = "val",
@@ -166,14 +178,16 @@ def check(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Regression gate: re-evaluate; exit 1 when the score fell more than --max-drop below baseline."""
+    """Regression gate: re-evaluate; exit 1 when the score fell more than --max-drop below baseline.
+
+    Exit codes: 0 pass, 1 regression, 2 nothing to compare with or bad input.
+    """
     from fapo.gate import gate_check as run_check
     from fapo.gate import save_baseline as write_baseline
     from fapo.gate import write_junit
 
-    cli = _cli()
-    settings = cli._settings()
-    bar, cb = cli.progress_bar(f"check {tenant} · {split}", not as_json)
+    settings = project_settings()
+    bar, cb = progress_bar(f"check {tenant} · {split}", not as_json)
     with bar:
         v = run_check(
             tenant,
@@ -186,9 +200,12 @@ def check(
             limit=limit,
             concurrency=concurrency,
             on_progress=cb,
+            record_only_if_missing=save_baseline is not None,
         )
     if junit:
         write_junit(junit, v)
+    data = v.as_dict()
+    text = ("PASS " if v.ok else "FAIL ") + v.reason
     if save_baseline:
         from fapo.artifacts import read_json
         from fapo.tenant import load_tenant
@@ -201,7 +218,12 @@ def check(
             split,
             load_tenant(tenant, settings).fingerprint(),
         )
-    cli._emit(v.as_dict(), as_json, ("PASS " if v.ok else "FAIL ") + v.reason)
+        data["baseline_file"] = str(save_baseline)
+        text += (
+            f"\nwrote baseline {save_baseline} ({split} score {summary['mean']:.3f} over "
+            f"{len(summary['scores'])} examples); compare with it later via --against {save_baseline}"
+        )
+    emit(data, as_json, text)
     if not v.ok:
         raise typer.Exit(1)
 
@@ -217,12 +239,11 @@ def init(
     """Create a tenant from a template that validates and evaluates at once (simulated model)."""
     from fapo.scaffold import create
 
-    cli = _cli()
-    settings = cli._settings()
+    settings = project_settings()
     dest = directory or settings.tenants_dir / name
     files = create(name, template, dest)
     ref = name if dest.resolve() == (settings.tenants_dir / name).resolve() else str(dest)
-    cli._emit(
+    emit(
         {"tenant": name, "template": template, "path": str(dest), "files": files},
         as_json,
         f"created {dest} from template '{template}' ({len(files)} files)\n"
@@ -266,7 +287,6 @@ def trials(
 
     if resume and not run_id:
         raise FapoError("--resume needs --run-id, the base id of the trials to resume")
-    cli = _cli()
     opts = RunOptions(
         agent=agent,
         run_id=run_id,
@@ -283,11 +303,11 @@ def trials(
         tenant,
         opts,
         n,
-        cli._settings(),
+        project_settings(),
         shared_cache=shared_cache,
-        on_event=None if as_json else cli._live_printer(False),
+        on_event=None if as_json else live_printer(False),
     )
-    cli._emit(res.as_dict(), as_json, res.text())
+    emit(res.as_dict(), as_json, res.text())
 
 
 def register(app: typer.Typer) -> None:

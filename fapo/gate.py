@@ -1,8 +1,9 @@
 """`fapo check`: the regression gate for nightly CI.
 
 Re-evaluates the tenant's current pipeline (e.g. after the task model was updated) and compares it
-with a recorded baseline: by default the final val score of the tenant's most recent finished run,
-or a run / baseline JSON file given with `--against`. A drop larger than allowed fails the gate,
+with a recorded baseline: by default the latest recorded evaluation of the same pipeline (same
+fingerprint of its mutable files), or a run / baseline JSON file given with `--against`. With
+none recorded it says so and exits 2. A drop larger than allowed fails the gate,
 with a reason a person can act on, a JSON verdict and a JUnit XML file CI systems display.
 """
 
@@ -21,6 +22,10 @@ from fapo.settings import Settings
 BASELINE_FORMAT = "fapo-baseline/1"
 
 
+class NoBaseline(FapoError):
+    """Nothing recorded to compare with (exit 2, like any input the user must supply)."""
+
+
 @dataclass
 class Baseline:
     score: float
@@ -36,7 +41,7 @@ class GateVerdict:
     tenant: str
     split: str
     score: float
-    baseline: float
+    baseline: float | None  # None: nothing to compare with (only with --save-baseline)
     baseline_source: str
     drop: float
     max_drop: float
@@ -113,16 +118,49 @@ def latest_finished_run(settings: Settings, tenant: str) -> Path | None:
     return max(runs)[1] if runs else None
 
 
-def resolve_baseline(settings: Settings, tenant: str, against: str | None, split: str) -> Baseline:
-    """`--against` as a run folder, a run id of this tenant, or a baseline JSON file."""
-    if against is None:
-        run_dir = latest_finished_run(settings, tenant)
-        if run_dir is None:
-            raise FapoError(
-                f"no finished run of tenant '{tenant}' under {settings.runs_dir / tenant} "
-                "to compare with; run `fapo run` first or pass --against RUN|FILE"
+def latest_same_pipeline(
+    settings: Settings, tenant: str, split: str, fingerprint: str
+) -> Baseline | None:
+    """The most recent recorded evaluation of exactly this pipeline (same fingerprint) on `split`.
+
+    Looks at every variant of every run and at `fapo eval` folders. Earlier `fapo check` folders
+    are left out on purpose: a gate compared with its own last result would drift down one
+    allowed drop per night without ever failing.
+    """
+    root = settings.runs_dir / tenant
+    found: list[tuple[float, Path, str]] = []
+    for path in root.glob(f"*/variants/*/eval/{split}/summary.json"):
+        vid, run_id = path.parents[2].name, path.parents[4].name
+        found.append((path.stat().st_mtime, path, f"run {run_id} ({vid}, {split})"))
+    for path in root.glob(f"eval-{split}-*/summary.json"):
+        found.append((path.stat().st_mtime, path, f"fapo eval {path.parent.name}"))
+    for _, path, source in sorted(found, key=lambda f: f[0], reverse=True):
+        try:
+            s = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if s.get("fingerprint") == fingerprint and s.get("split", split) == split:
+            return Baseline(
+                float(s["mean"]), split, source, dict(s.get("scores") or {}), fingerprint
             )
-        return _run_baseline(run_dir, split)
+    return None
+
+
+def resolve_baseline(
+    settings: Settings, tenant: str, against: str | None, split: str, fingerprint: str = ""
+) -> Baseline:
+    """`--against` as a run folder, a run id of this tenant, or a baseline JSON file; without it,
+    the latest evaluation of the same pipeline (raises NoBaseline when there is none)."""
+    if against is None:
+        found = latest_same_pipeline(settings, tenant, split, fingerprint) if fingerprint else None
+        if found is None:
+            raise NoBaseline(
+                f"no recorded {split} evaluation of tenant '{tenant}' with its current files "
+                f"(pipeline {fingerprint or '?'}) under {settings.runs_dir / tenant}; record one "
+                f"with `fapo check {tenant} --save-baseline FILE`, or compare with a run or a "
+                "baseline file via --against RUN|FILE"
+            )
+        return found
     p = Path(against)
     if (p / "run.json").is_file():
         return _run_baseline(p, split)
@@ -217,6 +255,7 @@ def gate_check(
     limit: int | None = None,
     concurrency: int | None = None,
     on_progress: Any = None,
+    record_only_if_missing: bool = False,
 ) -> GateVerdict:
     """Evaluate the tenant's current pipeline and compare with the baseline (no cache by default:
     a cached replay would hide exactly the model update the gate exists to catch)."""
@@ -226,7 +265,14 @@ def gate_check(
     if not 0 <= max_drop <= 1:
         raise FapoError(f"--max-drop {max_drop}: use a score difference between 0 and 1")
     t = load_tenant(tenant_ref, settings)
-    baseline = resolve_baseline(settings, t.name, against, split)
+    try:
+        baseline: Baseline | None = resolve_baseline(
+            settings, t.name, against, split, t.fingerprint()
+        )
+    except NoBaseline:
+        if not record_only_if_missing:
+            raise
+        baseline = None
     out = out_dir or settings.runs_dir / t.name / f"check-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
     s = evaluate(
         t,
@@ -237,7 +283,23 @@ def gate_check(
         concurrency=concurrency,
         on_progress=on_progress,
     )
-    v = compare(t.name, split, dict(s.scores), s.errors, baseline, max_drop, t.fingerprint())
+    if baseline is None:  # --save-baseline on a pipeline never evaluated before: record, pass
+        v = GateVerdict(
+            True,
+            t.name,
+            split,
+            s.mean,
+            None,
+            "none",
+            0.0,
+            max_drop,
+            s.n,
+            s.errors,
+            f"{t.name}: {split} score {s.mean:.3f}; no earlier evaluation of this pipeline to "
+            "compare with, so this one becomes the baseline",
+        )
+    else:
+        v = compare(t.name, split, dict(s.scores), s.errors, baseline, max_drop, t.fingerprint())
     v.out_dir, v.wall_s = str(out), s.wall_s
     write_json(out / "verdict.json", v.as_dict())
     return v

@@ -72,10 +72,14 @@ class ProgressPrinter:
     """One line per loop event on stderr: level, variant, best score, budget spent."""
 
     def __init__(self, quiet: bool = False) -> None:
+        import sys
+
         from rich.console import Console
 
         self.quiet = quiet
-        self.console = Console(stderr=True, highlight=False)
+        # Rich assumes 80 columns without a terminal and folds longer lines, which breaks every
+        # CI log line naming a file or a cause: no re-wrapping when stderr is not a terminal.
+        self.console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
         self.best: float | None = None
 
     def __call__(self, event: Event) -> None:
@@ -86,6 +90,13 @@ class ProgressPrinter:
             self.console.print(line)
 
     def line(self, e: Event) -> str | None:
+        """The event as one rich-markup line; every value from the run is escaped, since a cause
+        such as `declared format (pattern [a-z_]+)` is data and `[a-z_]` would read as a tag."""
+        from rich.markup import escape
+
+        def x(value: object) -> str:
+            return escape(str(value))
+
         b = e.budget
         spend = (
             f"[dim]{b.get('variants', 0)} cand · {b.get('calls', 0)} calls · "
@@ -93,30 +104,30 @@ class ProgressPrinter:
         )
         if isinstance(e, RunStarted):
             return (
-                f"[bold]{e.tenant}[/bold] · agent {e.agent} · task model {e.model}\n"
-                f"  run folder: {e.run_dir}"
+                f"[bold]{x(e.tenant)}[/bold] · agent {x(e.agent)} · task model {x(e.model)}\n"
+                f"  run folder: {x(e.run_dir)}"
             )
         if isinstance(e, TrialStarted):
-            return f"[bold]trial {e.trial}/{e.of}[/bold]: run {e.run_id}"
+            return f"[bold]trial {e.trial}/{e.of}[/bold]: run {x(e.run_id)}"
         if isinstance(e, EvalFinished):
             if e.split == "val" and (self.best is None or e.variant == "v000"):
                 self.best = e.mean
-            return f"  eval {e.variant} {e.split}: {e.mean:.3f}  {spend}"
+            return f"  eval {x(e.variant)} {x(e.split)}: {e.mean:.3f}  {spend}"
         if isinstance(e, LevelChanged):
-            return f"[bold]level → {e.level}[/bold]: {e.why}"
+            return f"[bold]level → {x(e.level)}[/bold]: {x(e.why)}"
         if isinstance(e, ProposalStarted):
-            return f"[cyan]{e.variant}[/cyan] {e.level}: proposing a fix for {e.cause}"
+            return f"[cyan]{x(e.variant)}[/cyan] {x(e.level)}: proposing a fix for {x(e.cause)}"
         if isinstance(e, Decided):
             d = e.decision
             color = {Status.ACCEPTED: "green", Status.REJECTED: "yellow"}.get(d.status, "red")
             if d.accepted and d.candidate_val is not None:
                 self.best = d.candidate_val
             return (
-                f"  [{color}]{d.status.value}[/{color}]: {d.reason}  "
+                f"  [{color}]{x(d.status.value)}[/{color}]: {x(d.reason)}  "
                 f"(best val {self.best or 0:.3f})  {spend}"
             )
         if isinstance(e, RunFinished):
-            return f"[bold]finished[/bold]: {e.stop.reason}; best {e.stop.best}"
+            return f"[bold]finished[/bold]: {x(e.stop.reason)}; best {x(e.stop.best)}"
         return None
 
 

@@ -103,6 +103,10 @@ def propose(
         outside = detect_outside_writes(list(watch), started, ws, exclude=list(exclude))
         copy_transcripts(Path(tmp), pdir)
     write_text(pdir / "brief.md", brief.to_markdown())
+    # Keep the workspace's context/ (train-only traces, function listing) beside brief.md, so the
+    # brief's `context/traces.json` exists in the run folder too (issue 18).
+    for name, text in extra.items():
+        write_text(pdir / "context" / name, text)
     write_json(pdir / "proposal.json", proposal.model_dump())
     if changes:
         old = dict(inc.tenant.files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,69 @@ def _fmt(x: float | None, nd: int = 3) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
 
-def _per_example(s: dict[str, Any] | None) -> dict[str, float]:
-    if not s or not s.get("n"):
-        return {}
-    n = s["n"] * max(s.get("repeats", 1), 1)
+def per_example(results: Path) -> dict[str, float] | None:
+    """Mean latency, model calls (cache hits included), tokens and USD per example record.
+
+    Read from the call records, not the summary, so cached calls still count their tokens: the
+    point is what the pipeline costs to run, not what this run happened to pay. report.md and
+    report.html both show these numbers, so they cannot disagree.
+    """
+    if not results.is_file():
+        return None
+    n = 0
+    latency = calls = tokens = cost = 0.0
+    for line in results.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        n += 1
+        latency += rec.get("latency_s") or 0.0
+        for s in rec.get("steps", []):
+            for c in s.get("calls", []):
+                calls += 1
+                tokens += (c.get("input_tokens") or 0) + (c.get("output_tokens") or 0)
+                cost += c.get("cost_usd") or 0.0
+    if not n:
+        return None
     return {
-        "latency_ms": s["latency_p50_s"] * 1000,
-        "calls": (s["calls"] + s["cache_hits"]) / n,
-        "tokens": (s["input_tokens"] + s["output_tokens"]) / n if s["calls"] else 0.0,
+        "latency_ms": 1000 * latency / n,
+        "calls": calls / n,
+        "tokens": tokens / n,
+        "usd": cost / n,
+        "records": n,
     }
+
+
+#: (key, label, decimals) of the pipeline-cost rows, in the order both reports show them.
+COST_ROWS = (
+    ("latency_ms", "latency (ms, mean)", 1),
+    ("calls", "model calls", 2),
+    ("tokens", "tokens", 1),
+    ("usd", "USD", 6),
+)
+
+
+def cost_ratio(base: float, final: float) -> float:
+    """final / baseline; 1 when both are 0, inf when only the final variant costs anything."""
+    if base:
+        return final / base
+    return 1.0 if final == base else math.inf
+
+
+def clip(text: str, width: int) -> str:
+    """At most `width` characters on one line, cut at a word boundary and marked with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if " " in cut and not text[width - 1].isspace():
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell (a `|` would start a new column)."""
+    return text.replace("|", "\\|")
 
 
 def render_markdown(data: dict[str, Any]) -> str:
@@ -106,7 +161,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         review = "—" if r is None else ("blocked" if r["blocked"] else "passed")
         mark = "**accepted**" if d.get("status") == "accepted" else d.get("status", "—")
         L.append(
-            f"| {v['id']} | {p.get('level', '—')} | {(p.get('rationale') or p.get('failure') or '')[:70]} | "
+            f"| {v['id']} | {p.get('level', '—')} | "
+            f"{_cell(clip(p.get('rationale') or p.get('failure') or '', 70))} | "
             f"{review} | {mark} | {_fmt(v['evals'].get('val', {}).get('mean'))} | "
             f"{_fmt(st.get('mean_diff'))} | {_fmt(st.get('p_value'), 4)} |"
         )
@@ -148,19 +204,25 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"{_fmt(b.get('p50_s', 0) * 1000 if b else None, 1)} | "
             f"{_fmt(f.get('p50_s', 0) * 1000 if f else None, 1)} |"
         )
-    pb = _per_example((base or {}).get("evals", {}).get("val"))
-    pf = _per_example((final or {}).get("evals", {}).get("val"))
+    run_dir = Path(data.get("dir", ""))
+    pb = per_example(run_dir / "variants" / "v000" / "eval" / "val" / "results.jsonl")
+    pf = per_example(run_dir / "variants" / best / "eval" / "val" / "results.jsonl")
     if pb and pf:
         L += [
             "",
             "## Cost of the pipeline per example (val): baseline vs final",
             "",
-            "| | baseline | final | ratio |",
+            "| per val example | baseline | final | final / baseline |",
             "|---|---:|---:|---:|",
         ]
-        for k in ("latency_ms", "calls", "tokens"):
-            ratio = pf[k] / pb[k] if pb[k] else float("nan")
-            L.append(f"| {k} | {pb[k]:.1f} | {pf[k]:.1f} | {ratio:.2f}× |")
+        for key, label, nd in COST_ROWS:
+            r = cost_ratio(pb[key], pf[key])
+            shown = f"{r:.2f}×" if math.isfinite(r) else "new cost"
+            L.append(f"| {label} | {pb[key]:.{nd}f} | {pf[key]:.{nd}f} | {shown} |")
+        L.append(
+            "\nCalls and tokens count cached calls too (what the pipeline costs to run); latency "
+            "is as measured in this run, where cached calls return faster."
+        )
     L += [
         "",
         "## Spend",
@@ -180,7 +242,6 @@ def render_markdown(data: dict[str, Any]) -> str:
     if final and final["id"] != "v000":
         from fapo.workspace import unified_diff
 
-        run_dir = Path(data.get("dir", ""))
         base_files = _files(run_dir, "v000")
         final_files = _files(run_dir, final["id"])
         if base_files is not None and final_files is not None:

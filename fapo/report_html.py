@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fapo.artifacts import write_text
-from fapo.report import collect_run, write_report
+from fapo.report import COST_ROWS, collect_run, cost_ratio, per_example, write_report
 
 STATUS_COLORS = {
     "accepted": "#1a7f37",
@@ -166,38 +166,6 @@ def spend_by_stage(events_path: Path) -> list[dict[str, Any]]:
         r["agent_usd"] += b.get("agent_usd", 0.0) - prev["agent_usd"]
         prev = {k: b.get(k, 0) for k in prev}
     return [{"stage": k, **v} for k, v in rows.items()]
-
-
-def per_example(results: Path) -> dict[str, float] | None:
-    """Mean latency, model calls (cache hits included) and tokens per example record.
-
-    Read from the call records, not the summary, so cached calls still count their tokens: the
-    point is what the pipeline costs to run, not what this run happened to pay.
-    """
-    if not results.is_file():
-        return None
-    n = 0
-    latency = calls = tokens = cost = 0.0
-    for line in results.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
-        n += 1
-        latency += rec.get("latency_s") or 0.0
-        for s in rec.get("steps", []):
-            for c in s.get("calls", []):
-                calls += 1
-                tokens += (c.get("input_tokens") or 0) + (c.get("output_tokens") or 0)
-                cost += c.get("cost_usd") or 0.0
-    if not n:
-        return None
-    return {
-        "latency_ms": 1000 * latency / n,
-        "calls": calls / n,
-        "tokens": tokens / n,
-        "usd": cost / n,
-        "records": n,
-    }
 
 
 def _final_diff(run_dir: Path, best: str) -> str:
@@ -534,13 +502,8 @@ def _cost_section(pe: dict[str, Any], best: str) -> str:
     if not b or not f:
         return "<p>Per-example records are missing for the baseline or the final variant.</p>"
     rows, trs = [], []
-    for key, label, nd in (
-        ("latency_ms", "latency (ms, mean)", 1),
-        ("calls", "model calls", 2),
-        ("tokens", "tokens", 1),
-        ("usd", "USD", 6),
-    ):
-        ratio = f[key] / b[key] if b[key] else (1.0 if f[key] == b[key] else math.inf)
+    for key, label, nd in COST_ROWS:
+        ratio = cost_ratio(b[key], f[key])
         flag = ' <b class="warn">≥2×</b>' if ratio >= 2 and math.isfinite(ratio) else ""
         rows.append(
             [

@@ -13,10 +13,14 @@ from typing import Any
 REPEAT: ContextVar[int] = ContextVar("fapo_repeat", default=0)
 #: Sample index inside one node (majority-vote transform draws samples 0..N-1).
 SAMPLE: ContextVar[int] = ContextVar("fapo_sample", default=0)
+#: Sampling seed of the task model for this whole run (0 by default). `--trials` gives trial i its
+#: own value so a noisy model samples independently per trial; the simulator folds it into its
+#: noise, so at temperature 0 it changes nothing (and a real provider's cache is per trial anyway).
+MODEL_SEED: ContextVar[int] = ContextVar("fapo_model_seed", default=0)
 #: Recorder of the example being evaluated (set by the engine; None outside an evaluation).
 RECORDER: ContextVar[Any] = ContextVar("fapo_recorder", default=None)
 
 
 def seed_offset() -> int:
-    """A single integer combining repeat and sample, for seeded randomness in models."""
-    return REPEAT.get() * 1000 + SAMPLE.get()
+    """A single integer combining model seed, repeat and sample, for seeded randomness in models."""
+    return MODEL_SEED.get() * 1_000_000 + REPEAT.get() * 1000 + SAMPLE.get()

@@ -98,6 +98,11 @@ EVIDENCE_TASK = re.compile(
     r"\b(sentences?|evidence|supporting\s+facts?)\b",
     _I,
 )
+SUMMARY_TASK = re.compile(r"\b(summari[sz]e|summary|condense|tl;?dr)\b", _I)
+SUMMARY_COUNT = re.compile(
+    r"\b(one|two|three|four|five|[1-9])\s+(?:short\s+|key\s+|full\s+)?sentences?\b", _I
+)
+_COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 BRIDGE_QUERY = re.compile(r"\b(entity|entities|name|names)\b", _I)
 WRITE_VERB = re.compile(r"^\s*(write|compose|draft|create)\b", _I | re.M)
 NUMERIC_WH = re.compile(
@@ -536,6 +541,31 @@ def _task_classify(p: Parsed, steps: bool, flip: bool) -> Draft:
     return Draft(name, verbose, {"label": name}, "classify")
 
 
+def _summary_text(p: Parsed) -> str:
+    for key in ("text", "input", "description", "request"):
+        if key in p.fields:
+            return p.fields[key]
+    return " ".join(s for pa in p.passages for s in pa.sentences)
+
+
+def _task_summarize(p: Parsed, steps: bool, flip: bool) -> Draft:
+    """Extractive summary: the N most salient sentences, in text order (docs/sim.md)."""
+    sents = split_sentences(_summary_text(p))
+    m = SUMMARY_COUNT.search(p.instructions)
+    n = 1 if not m else _COUNTS.get(m.group(1).lower()) or int(m.group(1))
+    words = [set(content_words(s)) for s in sents]
+    salience = [
+        len({w for w in ws if any(w in other for j, other in enumerate(words) if j != i)})
+        for i, ws in enumerate(words)
+    ]
+    ranked = sorted(range(len(sents)), key=lambda i: (-salience[i], i))
+    chosen = ranked[:n]
+    if flip and chosen and len(ranked) > n:
+        chosen = [ranked[n], *chosen[1:]]
+    summary = " ".join(sents[i] for i in sorted(chosen))
+    return Draft(summary, f"Summary: {summary}", {"summary": summary}, "summarize")
+
+
 @dataclass
 class Constraint:
     kind: str
@@ -657,6 +687,10 @@ def recognize(p: Parsed) -> str:
         return "verify"
     if p.options:
         return "classify"
+    if SUMMARY_TASK.search(p.instructions) and (
+        p.passages or any(k in p.fields for k in ("text", "input", "description", "request"))
+    ):
+        return "summarize"
     if (
         p.constraints
         or "topic" in p.fields
@@ -711,6 +745,7 @@ def respond(
             "evidence": _task_evidence,
             "verify": _task_verify,
             "classify": _task_classify,
+            "summarize": _task_summarize,
             "qa": _task_qa,
         }.get(task, _task_unknown)
         draft = handler(p, steps, flip)

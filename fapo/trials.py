@@ -1,6 +1,7 @@
 """`--trials N`: N independent runs of the loop with different seeds, summarized as mean ± sd.
 
-A thin layer over `fapo.loop.run`: trial i is the run `<id>-t<i>` with seed `seed + i - 1`. Each
+A thin layer over `fapo.loop.run`: trial i is the run `<id>-t<i>` with seed `seed + i - 1`, used for
+the statistics and as the task model's sampling seed (`fapo.runtime.MODEL_SEED`). Each
 trial gets its own call cache unless told otherwise, because a shared cache would replay trial 1's
 model outputs in every later trial and make the trials copies rather than independent samples.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from fapo.artifacts import write_json, write_text
 from fapo.errors import FapoError
 from fapo.observers import Callback, TrialStarted
+from fapo.runtime import MODEL_SEED
 from fapo.settings import Settings
 
 
@@ -28,6 +30,7 @@ class TrialsResult:
     runs: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     path: Path | None = None
+    identical_because: str = ""  # set when every trial gave the same numbers
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +39,7 @@ class TrialsResult:
             "trials": len(self.runs),
             "runs": self.runs,
             "stats": self.stats,
+            "identical_because": self.identical_because or None,
             "summary": str(self.path or ""),
         }
 
@@ -55,11 +59,8 @@ class TrialsResult:
                     f"  {label:16} {s['mean']:.3f} ± {s['sd']:.3f}  "
                     f"(min {s['min']:.3f}, max {s['max']:.3f})"
                 )
-        if self.stats and all(s["sd"] == 0 for s in self.stats.values()):
-            lines.append(
-                "  every trial gave the same numbers: the task model and agent are "
-                "deterministic here (as the simulator at temperature 0 is)"
-            )
+        if self.identical_because:
+            lines.append(f"  every trial gave the same numbers: {self.identical_because}")
         lines.append(f"summary: {self.path}")
         return "\n".join(lines)
 
@@ -119,13 +120,20 @@ def run_trials(
         s = settings if shared_cache else _trial_settings(settings, rid)
         if on_event:
             on_event(TrialStarted(trial=i, of=n, run_id=rid))
-        # The loaded tenant itself, so a trial does not load (and validate) it again.
-        r = run(t, opts, s, callbacks=[on_event]) if on_event else run(t, opts, s)
+        # The model's sampling seed moves with the trial (trial 1 samples like a plain run);
+        # otherwise a noisy simulator would repeat trial 1's noise in every trial.
+        token = MODEL_SEED.set(seed0 + i - 1)
+        try:
+            # The loaded tenant itself, so a trial does not load (and validate) it again.
+            r = run(t, opts, s, callbacks=[on_event]) if on_event else run(t, opts, s)
+        finally:
+            MODEL_SEED.reset(token)
         out.runs.append(
             {
                 "trial": i,
                 "run_id": rid,
                 "seed": seed0 + i - 1,
+                "model_seed": seed0 + i - 1,
                 "run_dir": str(r.run_dir),
                 "best": r.best,
                 "stop_reason": r.stop_reason,
@@ -146,10 +154,66 @@ def run_trials(
     ]
     out.stats["gain_test"] = mean_sd(gains)
     out.stats = {k: v for k, v in out.stats.items() if v}
+    if len(out.runs) > 1 and out.stats and all(v["sd"] == 0 for v in out.stats.values()):
+        out.identical_because = why_identical(out.runs, shared_cache)
     out.path = settings.runs_dir / t.name / f"{base_id}-trials.json"
     write_json(out.path, {**out.as_dict(), "shared_cache": shared_cache, "created": time.time()})
     write_text(out.path.with_suffix(".md"), _markdown(out))
     return out
+
+
+def _calls_of(run_dir: Path) -> list[dict[str, Any]]:
+    """Every model call recorded by a run's evaluations (model spec and call settings)."""
+    import json
+
+    calls = []
+    for path in sorted(run_dir.glob("variants/*/eval/*/results.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                for step in json.loads(line).get("steps", []):
+                    calls.extend(step.get("calls", []))
+    return calls
+
+
+def why_identical(runs: list[dict[str, Any]], shared_cache: bool) -> str:
+    """Why N trials gave the same numbers, from what they recorded (one sentence, no guess)."""
+    from fapo.artifacts import read_json
+
+    if shared_cache:
+        return (
+            "the trials shared one call cache (--shared-cache), so later trials replayed the "
+            "model answers of the first; drop --shared-cache for independent trials"
+        )
+    run_dir = Path(runs[0]["run_dir"])
+    agent = str(read_json(run_dir / "run.json").get("agent", "")) if run_dir.is_dir() else ""
+    calls = _calls_of(run_dir)
+    models = sorted({str(c.get("model")) for c in calls})
+    hot = [c for c in calls if float((c.get("settings") or {}).get("temperature") or 0) > 0]
+    agent_note = (
+        f" and the {agent} agent is deterministic"
+        if agent == "builtin" or agent.startswith("scripted:")
+        else f" and the {agent} agent proposed the same changes"
+        if agent
+        else ""
+    )
+    seeds = ", ".join(str(r.get("model_seed", r.get("seed"))) for r in runs)
+    if calls and all(m.startswith("sim:") for m in models) and not hot:
+        return (
+            f"every model call ran on the simulator at temperature 0, which is deterministic"
+            f"{agent_note}; the model seed (trials used {seeds}) only varies its answers at "
+            "temperature > 0, so identical trials are expected here"
+        )
+    if hot and all(m.startswith("sim:") for m in models):
+        return (
+            f"the simulator sampled with a different seed per trial ({seeds}) and {len(hot)} of "
+            f"{len(calls)} calls in trial 1 ran at temperature > 0, but its noise changed no "
+            f"score or decision{agent_note}; more examples or a higher temperature would show it"
+        )
+    return (
+        f"the task model ({', '.join(models) or 'no calls recorded'}) answered alike in every "
+        f"trial ({len(hot)} of {len(calls)} calls in trial 1 at temperature > 0){agent_note}; "
+        "each trial had its own call cache, so this is the model's behaviour, not a replay"
+    )
 
 
 def _markdown(res: TrialsResult) -> str:
@@ -173,4 +237,6 @@ def _markdown(res: TrialsResult) -> str:
     for k, s in res.stats.items():
         L.append(f"| {k} | {s['mean']:.3f} ± {s['sd']:.3f} | {s['min']:.3f} | {s['max']:.3f} |")
     L += ["", "sd is the sample standard deviation (n-1) over trials."]
+    if res.identical_because:
+        L += ["", f"Every trial gave the same numbers: {res.identical_because}."]
     return "\n".join(L) + "\n"

@@ -118,7 +118,21 @@ def test_check_passes_unchanged_and_fails_made_worse(project: Path, run_dir: Pat
         baseline_prompt = read_files(run_dir / "variants" / "v000" / "files")["prompts/answer.md"]
         assert prompt.read_text() != baseline_prompt
         prompt.write_text(baseline_prompt)
-        bad = fapo(project, "check", "demo-qa", "--max-drop", "0.05", "--junit", "bad.xml")
+        # A pipeline nobody evaluated yet has no default baseline: say so (exit 2), not guess.
+        none = fapo(project, "check", "demo-qa")
+        assert none.returncode == 2 and "no recorded val evaluation" in none.stderr
+        assert none.stderr.count("\n") == 1
+        bad = fapo(
+            project,
+            "check",
+            "demo-qa",
+            "--against",
+            "r1",
+            "--max-drop",
+            "0.05",
+            "--junit",
+            "bad.xml",
+        )
         assert bad.returncode == 1, bad.stdout + bad.stderr
         line = bad.stdout.strip()
         assert line.startswith("FAIL demo-qa: val score") and "more than the allowed 0.050" in line
@@ -129,6 +143,20 @@ def test_check_passes_unchanged_and_fails_made_worse(project: Path, run_dir: Pat
         assert root.get("failures") == "1"
     finally:
         _reset(run_dir)
+
+
+def test_check_right_after_run_compares_with_the_same_pipeline(
+    project: Path, run_dir: Path
+) -> None:
+    """Nothing promoted: the tenant still has the baseline's files, so v000's evaluation is the
+    baseline (not the run's best variant, which would look like a drop)."""
+    info = read_json(run_dir / "run.json")
+    assert info["best"] != "v000" and info["val"][info["best"]] > info["val"]["v000"]
+    r = fapo(project, "check", "demo-qa", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    verdict = json.loads(r.stdout)
+    assert verdict["baseline_source"] == "run r1 (v000, val)"
+    assert verdict["drop"] == pytest.approx(0.0) and verdict["pipeline_changed"] is False
 
 
 def test_check_against_saved_baseline_file(project: Path, run_dir: Path) -> None:
@@ -142,9 +170,10 @@ def test_check_against_saved_baseline_file(project: Path, run_dir: Path) -> None
         "1",
         "--save-baseline",
         "base.json",
-        "--json",
     )
     assert r.returncode == 0, r.stderr  # the unpromoted baseline is worse, but max-drop 1 allows it
+    assert "wrote baseline base.json (val score" in r.stdout
+    assert "over 40 examples" in r.stdout
     saved = json.loads((project / "base.json").read_text())
     assert saved["split"] == "val" and len(saved["scores"]) == 40
     same = fapo(project, "check", "demo-qa", "--against", "base.json", "--json")
@@ -167,21 +196,53 @@ def test_compare_is_paired_on_common_examples() -> None:
 
 def test_no_baseline_is_a_one_line_error(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    r = fapo(project, "check", "demo-qa")
+    r = fapo(project, "check", "demo-qa", "--limit", "4")
     assert r.returncode == 2
-    assert r.stderr.startswith("error: no finished run of tenant 'demo-qa'")
-    assert r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: no recorded val evaluation of tenant 'demo-qa'")
+    assert "--save-baseline" in r.stderr and r.stderr.count("\n") == 1
+    # --save-baseline on a first check records this evaluation instead of failing
+    first = fapo(project, "check", "demo-qa", "--limit", "4", "--save-baseline", "b.json")
+    assert first.returncode == 0, first.stderr
+    assert "no earlier evaluation" in first.stdout and "wrote baseline b.json" in first.stdout
+    assert len(json.loads((project / "b.json").read_text())["scores"]) == 4
 
 
 def test_diff_shows_change_and_decision(project: Path, run_dir: Path) -> None:
+    from fapo.workspace import unified_diff
+
     info = read_json(run_dir / "run.json")
+    assert len(info["accepted"]) > 1  # so baseline → final differs from the last step alone
     r = fapo(project, "diff", "r1", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["variant"] == info["best"] and d["status"] == "accepted"
-    assert d["diff"] == (run_dir / "variants" / info["best"] / "diff.patch").read_text()
+    assert d["variant"] == info["best"] and d["status"] == "accepted" and d["against"] == "v000"
+    files = run_dir / "variants"
+    whole = unified_diff(
+        read_files(files / "v000" / "files"), read_files(files / info["best"] / "files")
+    )
+    assert d["diff"] == whole  # what `fapo promote` would write onto the unchanged tenant
+    text = fapo(project, "diff", "r1").stdout
+    assert text.startswith(f"# baseline v000 → final {info['best']}")
+    own = json.loads(fapo(project, "diff", "r1", info["best"], "--json").stdout)
+    assert own["diff"] == (files / info["best"] / "diff.patch").read_text()  # its own change
+    assert own["against"] == info["accepted"][-2]
     first = info["accepted"][0]
     r = fapo(project, "diff", "r1", first, "--against", "v000")
     assert r.returncode == 0
     assert r.stdout.startswith(f"# {first} (") and "against v000: accepted" in r.stdout
     assert "+++ b/" in r.stdout
+
+
+def test_brief_context_is_kept_in_the_run_folder(run_dir: Path) -> None:
+    briefs = [
+        b
+        for b in sorted(run_dir.glob("variants/v*/proposal/brief.md"))
+        if "context/traces.json" in b.read_text()
+    ]
+    assert briefs  # the built-in agent's briefs name the traces of their cluster
+    val = run_dir.parents[2] / "tenants" / "demo-qa" / "data" / "val.jsonl"
+    val_ids = {json.loads(x)["id"] for x in val.read_text().splitlines() if x.strip()}
+    for brief in briefs:
+        traces = json.loads((brief.parent / "context" / "traces.json").read_text())
+        assert traces and all("label" in t for t in traces)
+        assert not {t["id"] for t in traces} & val_ids  # train traces only

@@ -212,3 +212,92 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr[-2000:]
     assert _png_size(shot) == (1280, 2600)
     assert shot.stat().st_size > 30_000  # a rendered page, not a blank canvas
+
+
+def _md_row(md: str, label: str) -> list[str]:
+    line = next(x for x in md.splitlines() if x.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_markdown_and_html_agree_on_pipeline_cost_with_cached_calls(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """A warm cache serves the baseline's calls: both reports still count their tokens."""
+    from fapo.report import COST_ROWS, write_report
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    val = copy / "variants" / "v000" / "eval" / "val"
+    summary = read_json(val / "summary.json")
+    summary.update(
+        calls=0,
+        cache_hits=summary["calls"] + summary["cache_hits"],
+        input_tokens=0,
+        output_tokens=0,
+    )
+    (val / "summary.json").write_text(json.dumps(summary))
+    rows = [json.loads(x) for x in (val / "results.jsonl").read_text().splitlines() if x.strip()]
+    for rec in rows:
+        for step in rec["steps"]:
+            for call in step["calls"]:
+                call["cache_hit"] = True
+    (val / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = write_report(copy).read_text()
+    html = write_html(copy).read_text()
+    base = per_example(val / "results.jsonl")
+    best = read_json(copy / "run.json")["best"]
+    final = per_example(copy / "variants" / best / "eval" / "val" / "results.jsonl")
+    assert base is not None and final is not None and base["tokens"] > 0
+    doc = parse(html)
+    cost = [t for t, a in doc.tags if t == "table" and a.get("id") == "cost-table"]
+    assert cost
+    for key, label, nd in COST_ROWS:
+        cells = _md_row(md, label)
+        assert cells[1] == f"{base[key]:.{nd}f}" and cells[2] == f"{final[key]:.{nd}f}"
+        row = re.search(
+            rf"<tr ><td>{re.escape(label)}</td><td class=num>([^<]+)</td><td class=num>([^<]+)</td>"
+            r"<td class=num>([^<]+)",
+            html,
+        )
+        assert row is not None, label
+        assert [g.strip() for g in row.groups()] == cells[1:4]  # same numbers and ratio
+
+
+def test_markdown_trajectory_cuts_at_a_word_with_an_ellipsis() -> None:
+    from fapo.report import clip, render_markdown
+
+    assert clip("short", 70) == "short"
+    long = "Answer with only the final answer " * 4
+    cut = clip(long, 40)
+    assert cut.endswith("…") and len(cut) <= 40 and long.startswith(cut[:-1])
+    assert long[len(cut) - 1] == " "  # ends at a word boundary
+    data = {
+        "info": {
+            "run_id": "r",
+            "tenant": "t",
+            "spec": {"models": {"task": "sim:default"}},
+            "best": "v000",
+        },
+        "variants": [
+            {
+                "id": "v000",
+                "proposal": None,
+                "review": None,
+                "decision": None,
+                "evals": {},
+                "attribution": None,
+            },
+            {
+                "id": "v001",
+                "proposal": {"level": "prompt", "rationale": long + " | pipe"},
+                "review": {"blocked": False},
+                "decision": {"status": "rejected", "reason": "no gain"},
+                "evals": {},
+                "attribution": None,
+            },
+        ],
+        "levels": [],
+        "events": 0,
+    }
+    row = next(x for x in render_markdown(data).splitlines() if x.startswith("| v001 |"))
+    assert "…" in row and row.count("|") == 9

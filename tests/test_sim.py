@@ -370,9 +370,50 @@ DOC_EXAMPLES = re.findall(r"^```sim-example\n(.*?)\n=>\n(.*?)\n```$", DOC.read_t
 
 def test_docs_have_examples_for_every_task_kind() -> None:
     kinds = {respond(prompt).task for prompt, _ in DOC_EXAMPLES}
-    assert kinds == {"qa", "query", "evidence", "verify", "classify", "write"}
+    assert kinds == {"qa", "query", "evidence", "verify", "classify", "write", "summarize"}
 
 
 @pytest.mark.parametrize(("prompt", "expected"), DOC_EXAMPLES)
 def test_docs_example(prompt: str, expected: str) -> None:
     assert respond(prompt).text == expected
+
+
+# --- summarize ---------------------------------------------------------------------------------
+
+REPORT = (
+    "Text: Tessa Marrow came back to Quillfeld on Monday. The weather was mild. "
+    "Tessa Marrow opened the glass museum in Quillfeld. The museum shows glass from Orvel.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("instruction", "expected"),
+    [
+        ("Summarize the report. Return only the summary.", 1),
+        ("Summarise the report in three short sentences. Return only the summary.", 3),
+        ("Condense the report into 2 sentences. Return only the summary.", 2),
+    ],
+)
+def test_summary_length_follows_the_instruction(instruction: str, expected: int) -> None:
+    text = out(f"{instruction}\n\n{REPORT}")
+    assert len(re.findall(r"[.!?](?:\s|$)", text)) == expected, text
+    assert "The weather was mild." not in text  # the least salient sentence goes first
+
+
+def test_summary_is_verbose_unless_asked_for_only_the_summary() -> None:
+    assert out(f"Summarize the report.\n\n{REPORT}").startswith("Summary: Tessa Marrow opened")
+    assert json.loads(out(f"Summarize the report as JSON.\n\n{REPORT}"))["summary"]
+
+
+def test_summary_flips_swap_the_most_salient_sentence() -> None:
+    prompt = f"Summarize the report. Return only the summary.\n\n{REPORT}"
+    base = out(prompt)
+    flipped = {out(prompt, temperature=2.5, offset=i) for i in range(40)}
+    assert base in flipped and len(flipped) == 2, flipped
+
+
+def test_an_option_list_keeps_the_label_task_even_when_summary_is_mentioned() -> None:
+    prompt = (
+        "Choose the label of this summary.\n\nText: the striker scored.\n\nLabels: sports, weather"
+    )
+    assert respond(prompt).task == "classify"
