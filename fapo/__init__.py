@@ -42,6 +42,7 @@ _EXPORTS = {
 __all__ = [
     "__version__",
     "check",
+    "oracle",
     "AcceptanceRule",
     "Agent",
     "Attribution",
@@ -114,3 +115,10 @@ def check(step: str, *, cause: str, level: str = "parameter", confidence: float 
     from fapo.checks import check as _check
 
     return _check(step, cause=cause, level=level, confidence=confidence)
+
+
+def oracle(step: str) -> Any:
+    """Decorator registering a tenant step oracle: the correct update of `step` (see fapo.checks)."""
+    from fapo.checks import oracle as _oracle
+
+    return _oracle(step)

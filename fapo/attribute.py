@@ -22,10 +22,13 @@ from fapo.records import AgentAttribution, Attribution, Example, Level
 from fapo.tenant import Tenant
 
 FAIL_BELOW = 0.999
+#: Interventions: a ladder cluster is extrapolated from its probed sample when this share of the
+#: sample agrees; otherwise up to MORE × the sample size of its members are probed.
+AGREE = 0.8
+MORE = 4
 
 FIXES = {
     "output truncated": "raise the step's max_tokens (parameter) or ask for a shorter output",
-    "model call failed": "check the provider/rate limits; the step's calls raised",
     "step raised": "the step's code raised; fix the chain (structure)",
     "declared format": "instruct the step to emit exactly the declared format",
     "gold present": "ask for only the final answer, no explanation or extra words",
@@ -150,10 +153,119 @@ def _fix_for(cause: str) -> str:
     return f"make step pass: {cause}"
 
 
-def attribute(tenant: Tenant, results: Path, split: str = "train") -> dict[str, Any]:
-    """Cluster the failures recorded in `results` (a train results.jsonl of the incumbent)."""
+def _sample(ids: list[str], k: int) -> list[str]:
+    """Up to k ids spread evenly over the sorted list (deterministic, so resume probes the same)."""
+    ids = sorted(ids)
+    if len(ids) <= k:
+        return ids
+    return sorted(
+        {ids[round(i * (len(ids) - 1) / (k - 1))] for i in range(k)} if k > 1 else {ids[0]}
+    )
+
+
+def _is_infrastructure(rec: dict[str, Any]) -> bool:
+    """A model call that errored: the provider's problem, never a cluster for the agent."""
+    return any(c.get("error") for s in rec.get("steps", []) for c in s.get("calls") or [])
+
+
+def _llm_steps(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Steps that called a model -> the highest temperature they sampled at (None: the
+    provider's default, which samples)."""
+    out: dict[str, float | None] = {}
+    for r in records:
+        for s in r.get("steps", []):
+            for c in s.get("calls") or []:
+                t = (c.get("settings") or {}).get("temperature")
+                prev = out.get(s["step"], 0.0)
+                out[s["step"]] = None if t is None or prev is None else max(prev, float(t))
+    return out
+
+
+def _evidence(verdicts: list[Any]) -> list[str]:
+    """Per intervention, how many of these sampled failures it repaired."""
+    from fapo.interventions import Kind
+
+    n = len(verdicts)
+    tally: dict[tuple[str, str, str], list[int]] = {}
+    draws: dict[str, int] = {}
+    for v in verdicts:
+        for t in v.trials:
+            key = (t.kind.value, t.step if t.kind != Kind.PARAMETER else "", t.detail)
+            if t.kind == Kind.RESAMPLE:
+                key = (t.kind.value, t.step, "")
+                draws[t.step] = t.tries
+            tally.setdefault(key, [0, 0])
+            tally[key][0] += t.repaired
+            tally[key][1] += 1
+    lines, quiet = [], 0
+    for (kind, step, detail), (won, tried) in sorted(tally.items(), key=lambda kv: -kv[1][0]):
+        if kind == Kind.ORACLE.value:
+            lines.append(f"oracle at {step} repaired {won}/{tried} sampled failures")
+        elif kind == Kind.RESAMPLE.value:
+            lines.append(
+                f"resampling {step} repaired {won}/{tried} "
+                f"(at least half of {draws.get(step, 1)} draws each)"
+            )
+        elif kind == Kind.REFERENCE.value:
+            lines.append(f"the reference model at {step} repaired {won}/{tried}")
+        elif won:
+            lines.append(f"parameter {detail} repaired {won}/{tried}")
+        else:
+            quiet += 1
+    if quiet:
+        lines.append(f"{quiet} other parameter move(s) repaired none of {n}")
+    return lines
+
+
+def _intervention_cause(v: Any, ladder: tuple[str, str, str]) -> tuple[str, str, str]:
+    """(step, cause, level) for a repaired example; keeps the ladder's words when they agree."""
+    from fapo.interventions import Kind
+
+    l_step, l_cause, l_level = ladder
+    step, level = v.step, v.level
+    if v.kind in (Kind.ORACLE, Kind.REFERENCE) and step == l_step and l_level != "parameter":
+        # Checks know the task: at the step the oracle confirmed, their level stands (a
+        # parameter level the parameter moves did not confirm does not).
+        level = l_level
+    if (step, level) == (l_step, l_level) and l_cause != "unexplained":
+        return step, l_cause, level
+    if v.kind == Kind.PARAMETER:
+        name = v.detail.split("=", 1)[0]
+        return (
+            step,
+            f"limited by parameter {name}: moving it ({v.detail}) repaired the failure",
+            level,
+        )
+    if v.kind == Kind.RESAMPLE:
+        return (
+            step,
+            "noise: the step's output varies between draws and a fresh draw repaired the "
+            "failure; no declared parameter removes it, so vote or retry",
+            level,
+        )
+    source = "the reference model's output" if v.kind == Kind.REFERENCE else "its correct output"
+    return step, f"{step} is where it goes wrong: {source} repaired the final answer", level
+
+
+def attribute(
+    tenant: Tenant,
+    results: Path,
+    split: str = "train",
+    *,
+    interventions: Any | None = None,
+) -> dict[str, Any]:
+    """Cluster the failures recorded in `results` (a train results.jsonl of the incumbent).
+
+    The ladder gives every failure a first (step, cause, level). With an `InterventionRunner`
+    (fapo.interventions) a bounded sample of each ladder cluster is re-run with interventions;
+    the earliest step an intervention repairs, and the level of that intervention, replace the
+    ladder's guess for the sampled members and, by majority, for the rest of that cluster.
+    Failures whose model calls errored are infrastructure: counted, never clustered."""
     examples = {ex.id: ex for ex in tenant.examples(split)}
-    groups: dict[tuple[str, str, str], list[tuple[str, float]]] = {}
+    ladder: dict[str, tuple[str, str, str]] = {}
+    conf: dict[str, float] = {}
+    records: dict[str, dict[str, Any]] = {}
+    infrastructure: list[str] = []
     n = failures = 0
     seen: set[str] = set()
     for rec in iter_results(results):
@@ -166,26 +278,112 @@ def attribute(tenant: Tenant, results: Path, split: str = "train") -> dict[str, 
         if (rec.get("error") or {}).get("infrastructure"):  # provider down: not the chain's fault
             continue
         failures += 1
+        if _is_infrastructure(rec):
+            infrastructure.append(rec["id"])
+            continue
         c = classify(tenant, rec, examples[rec["id"]])
-        groups.setdefault((c.step, c.cause, c.level), []).append((rec["id"], c.confidence))
-    clusters = [
-        Cluster(
-            step=step,
-            cause=cause,
-            level=level,
-            confidence=round(sum(c for _, c in members) / len(members), 3),
-            example_ids=sorted(i for i, _ in members),
-            suggested_fix=_fix_for(cause),
+        ladder[rec["id"]] = (c.step, c.cause, c.level)
+        conf[rec["id"]] = c.confidence
+        records[rec["id"]] = rec
+    assigned: dict[str, tuple[str, str, str]] = dict(ladder)
+    source = dict.fromkeys(ladder, "ladder")
+    evidence_of: dict[tuple[str, str, str], list[Any]] = {}  # final key -> verdicts behind it
+    params_of: dict[tuple[str, str, str], set[str]] = {}
+    verdicts: dict[str, Any] = {}
+    spend: dict[str, Any] | None = None
+    if interventions is not None and ladder:
+        by_cluster: dict[tuple[str, str, str], list[str]] = {}
+        for i, key in ladder.items():
+            by_cluster.setdefault(key, []).append(i)
+        k = interventions.sample
+        llm_steps = _llm_steps(list(records.values()))
+        probe = sorted({i for ids in by_cluster.values() for i in _sample(ids, k)})
+        verdicts = interventions.probe_many([examples[i] for i in probe], llm_steps)
+
+        def outcomes(key: tuple[str, str, str], ids: list[str]) -> dict[Any, list[Any]]:
+            out: dict[Any, list[Any]] = {}
+            for i in ids:
+                if i in verdicts:
+                    v = verdicts[i]
+                    out.setdefault(_intervention_cause(v, key) if v.step else None, []).append(v)
+            return out
+
+        # A ladder cluster whose probed members disagree (e.g. "unexplained", which mixes causes)
+        # cannot be extrapolated from its sample: probe up to MORE times as many of its members.
+        more: list[str] = []
+        for key, ids in by_cluster.items():
+            got = outcomes(key, ids)
+            n_probed = sum(len(v) for v in got.values())
+            if n_probed and max(len(v) for v in got.values()) < AGREE * n_probed:
+                more += [i for i in _sample(ids, MORE * k) if i not in verdicts]
+        if more:
+            verdicts.update(
+                interventions.probe_many([examples[i] for i in sorted(more)], llm_steps)
+            )
+        spend = interventions.spend()
+        for key, ids in by_cluster.items():
+            outcome = outcomes(key, ids)
+            sampled = [v for vs in outcome.values() for v in vs]
+            for v in sampled:
+                if v.step:
+                    final = _intervention_cause(v, key)
+                    assigned[v.example_id], source[v.example_id] = final, "intervention"
+                    conf[v.example_id] = 0.95
+            if not sampled:
+                continue
+            best = max(outcome, key=lambda o: (len(outcome[o]), o is not None))
+            share = len(outcome[best]) / len(sampled)
+            for i in ids:
+                if i not in verdicts and best is not None:
+                    assigned[i], source[i] = best, "intervention"
+                    conf[i] = round(0.95 * share, 3)
+            for o, vs in outcome.items():
+                if o is not None:
+                    evidence_of.setdefault(o, []).extend(vs)
+                    params_of.setdefault(o, set()).update(
+                        v.detail.split("=", 1)[0]
+                        for v in vs
+                        if v.kind and v.kind.value == "parameter"
+                    )
+            if best is None:
+                evidence_of.setdefault(key, []).extend(sampled)
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for i, key in assigned.items():
+        groups.setdefault(key, []).append(i)
+    clusters = []
+    for (step, cause, level), members in groups.items():
+        srcs = {source[i] for i in members}
+        clusters.append(
+            Cluster(
+                step=step,
+                cause=cause,
+                level=level,
+                confidence=round(sum(conf[i] for i in members) / len(members), 3),
+                example_ids=sorted(members),
+                suggested_fix=_fix_for(cause),
+                source="intervention" if "intervention" in srcs else "ladder",
+                evidence=_evidence(evidence_of.get((step, cause, level), [])),
+                parameters=sorted(params_of.get((step, cause, level), set())),
+            )
         )
-        for (step, cause, level), members in groups.items()
-    ]
     clusters.sort(key=lambda c: (-len(c.example_ids), -c.confidence, c.step))
-    return {
+    out: dict[str, Any] = {
         "split": split,
         "examples": n,
         "failures": failures,
+        "infrastructure": sorted(infrastructure),
         "clusters": [c.model_dump() for c in clusters],
     }
+    if spend is not None:
+        out["interventions"] = {
+            **spend,
+            "probed": len(verdicts),
+            "verdicts": {
+                i: {"step": v.step, "level": v.level, "kind": v.kind.value if v.kind else None}
+                for i, v in sorted(verdicts.items())
+            },
+        }
+    return out
 
 
 def traces_for(
@@ -212,6 +410,7 @@ def traces_for(
                                 else "",
                                 "output": str(call_output(s, c))[:max_chars],
                                 "finish_reason": c.get("finish_reason"),
+                                "temperature": (c.get("settings") or {}).get("temperature"),
                             }
                             for c in s.get("calls", [])
                         ],
@@ -233,9 +432,13 @@ def traces_for(
 # -- typed stage entry points (the loop calls these) ---------------------------------------------
 
 
-def ladder(tenant: Tenant, results: Path, split: str = "train") -> Attribution:
-    """The deterministic ladder's clusters as a typed record."""
-    return Attribution.model_validate(attribute(tenant, results, split))
+def ladder(
+    tenant: Tenant, results: Path, split: str = "train", *, interventions: Any | None = None
+) -> Attribution:
+    """The ladder's clusters, tested by interventions when a runner is given, as a typed record."""
+    return Attribution.model_validate(
+        attribute(tenant, results, split, interventions=interventions)
+    )
 
 
 def with_agent(

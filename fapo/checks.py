@@ -7,6 +7,16 @@
 
 `state` is the graph state right after the step ran. A check may also return a `CheckFailure` to refine
 cause/level/confidence for one example (e.g. "unreachable from the question" -> structure).
+
+An optional oracle gives attribution's interventions the correct output of a step for one example:
+
+    from fapo import oracle
+
+    @oracle("retrieve")
+    def gold_passages(example, state) -> dict | None: ...
+
+`state` is the graph state right before the step runs; the returned dict is injected as the step's
+state update (`update_state(..., as_node=step)`) and the graph runs on from there. None = no opinion.
 """
 
 from __future__ import annotations
@@ -63,3 +73,41 @@ def collect(module: Any) -> list[StepCheck]:
     """Every decorated check of a loaded checks module, in definition order."""
     found = [v.__fapo_check__ for v in vars(module).values() if hasattr(v, "__fapo_check__")]
     return found
+
+
+@dataclass(frozen=True)
+class StepOracle:
+    step: str
+    fn: Callable[..., Any]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__name__", "oracle")
+
+    def run(self, example: Any, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The correct state update of the step for `example`, or None when the oracle cannot say."""
+        out = self.fn(example, dict(state))
+        if out is None:
+            return None
+        if not isinstance(out, dict):
+            raise TypeError(f"oracle {self.name} returned {type(out).__name__}, not a dict or None")
+        return out
+
+
+def oracle(step: str):
+    """Mark a function in checks.py as the oracle of `step` (collected by `collect_oracles`)."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__fapo_oracle__ = StepOracle(step, fn)  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+def collect_oracles(module: Any) -> dict[str, StepOracle]:
+    """The oracle of each step in a loaded checks module (the last definition wins)."""
+    return {
+        v.__fapo_oracle__.step: v.__fapo_oracle__
+        for v in vars(module).values()
+        if hasattr(v, "__fapo_oracle__")
+    }

@@ -30,6 +30,7 @@ from fapo.compare import AcceptanceRule, PairedImprovement, decide
 from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
+from fapo.interventions import for_run
 from fapo.propose import RULES, Incumbent, changes_of, history_entry, propose
 from fapo.review import LeakIndex, review_candidate
 from fapo.run_setup import RunOptions
@@ -131,16 +132,16 @@ class Run:
         self.summaries[(vid, split)] = summary
         return summary
 
-    def train_score(self, changes: dict[str, str | None]) -> float:
+    def train_score(self, changes: dict[str, str | None], repeats: int = 1) -> float:
         """For the built-in agent: mean train score of incumbent+changes (train only, metered)."""
-        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train").mean
+        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats).mean  # fmt: skip
 
     # -- stages ------------------------------------------------------------------------------
     def _attribute(self, vid: str) -> rec.Attribution:
         def run() -> rec.Attribution:
             results = self.vdir(vid) / "eval" / "train" / "results.jsonl"
             att = with_agent(
-                ladder(self.variants[vid], results),
+                ladder(self.variants[vid], results, interventions=for_run(self, vid)),
                 self.agent,
                 tenant=self.tenant.name,
                 steps=list(self.summaries[(vid, "train")].steps),
@@ -155,7 +156,7 @@ class Run:
 
         return self._memo("attribution", vid, rec.Attribution, run)
 
-    def _propose(self, vid: str, level: LevelState, att: rec.Attribution) -> rec.ProposalRecord:
+    def _propose(self, vid: str, level: LevelState, cluster: rec.Cluster | None) -> rec.ProposalRecord:  # fmt: skip
         inc = self.st.incumbent
         prop = propose(
             self.agent,
@@ -167,7 +168,7 @@ class Run:
             ),
             variant=vid,
             level=level.level,
-            cluster=att.for_level(level.level),
+            cluster=cluster,
             history=self.history,
             out_dir=self.vdir(vid),
             scratch=rundir.scratch(self.dir),  # runs: workspaces live in the run folder
@@ -247,14 +248,14 @@ class Run:
             self.log.memo("level", vid, rec.LevelChange, lambda: change)
             self._notify(obs.LevelChanged(level=moved.level, why=why))
         level = moved
-        cluster = att.for_level(level.level)
+        cluster = self.policy.choose(level, att)
         self._notify(
             obs.ProposalStarted(
                 variant=vid, level=level.level, cause=cluster.cause if cluster else None
             )
         )
         prop = self._memo(
-            "proposal", vid, rec.ProposalRecord, lambda: self._propose(vid, level, att)
+            "proposal", vid, rec.ProposalRecord, lambda: self._propose(vid, level, cluster)
         )
         st.proposed = self.budget.variants = st.proposed + 1
         decision = self._decide(vid, prop)
@@ -267,7 +268,7 @@ class Run:
             self._eval(vid, "train")
             st.incumbent_val = self._eval(vid, "val").mean
         exhausted = prop.failure_kind is not None and prop.failure_kind.exhausts_level
-        nxt, why = self.policy.after_decision(level, decision, exhausted)
+        nxt, why = self.policy.after_decision(level, decision, exhausted, cluster, att)
         if nxt is None:
             st.levels_exhausted = why
             return None, level

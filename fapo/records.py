@@ -106,8 +106,11 @@ class Cluster(Record):
     confidence: float = Field(ge=0.0, le=1.0)
     example_ids: list[str]
     suggested_fix: str = ""
-    source: Literal["ladder", "agent"] = "ladder"
-    evidence: list[str] = Field(default_factory=list)  # why this step/level (free text lines)
+    source: Literal["ladder", "agent", "intervention"] = "ladder"
+    # What the interventions saw ("oracle at retrieve repaired 7/8 sampled failures", …).
+    evidence: list[str] = Field(default_factory=list)
+    # Declared parameters whose move repaired members (the parameter level's first candidates).
+    parameters: list[str] = Field(default_factory=list)
 
 
 class AgentAttribution(Record):
@@ -126,6 +129,8 @@ class Attribution(Record):
     failures: int
     clusters: list[Cluster]
     agent: AgentAttribution | None = None
+    infrastructure: list[str] = Field(default_factory=list)  # model calls errored: never clusters
+    interventions: dict[str, Any] | None = None  # spend, cap, verdict per probed example
 
     @property
     def dominant(self) -> Cluster | None:

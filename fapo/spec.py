@@ -91,6 +91,17 @@ class EscalationSpec(_Strict):
     high_confidence: float = Field(0.8, ge=0, le=1)
 
 
+class InterventionSpec(_Strict):
+    """Bounds of attribution's interventions (re-running failing examples with one change)."""
+
+    enabled: bool = True
+    max_calls: int = Field(
+        2000, ge=0, description="task-model calls interventions may issue per run (cache hits free)"
+    )
+    sample: int = Field(8, ge=1, le=200, description="failing train examples probed per cluster")
+    draws: int = Field(3, ge=1, le=10, description="resamples of a step per probed example")
+
+
 class AgentOverride(_Strict):
     kind: str | None = None
     model: str | None = None
@@ -113,6 +124,7 @@ class TenantSpec(_Strict):
     budget: BudgetSpec = BudgetSpec()
     acceptance: AcceptanceSpec = AcceptanceSpec()
     escalation: EscalationSpec = EscalationSpec()
+    interventions: InterventionSpec = InterventionSpec()
     target_score: float | None = Field(None, ge=0, le=1)
     agent: AgentOverride | None = None
     concurrency: int | None = Field(None, ge=1)

@@ -38,9 +38,9 @@ REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("gold present", "format", "verbose", "unexplained"),
     ),
     "step-by-step": (
-        "Reason step by step: first identify the bridge entity that links the "
-        "passages, then answer.",
-        ("unexplained", "bridge", "hop", "reason"),
+        "Reason step by step: first find the intermediate fact that links the inputs "
+        "to the answer, then answer.",
+        ("unexplained", "hop", "reason", "step"),
     ),
     "follow-every-constraint": (
         "Follow every constraint exactly; check each one before you answer.",
@@ -49,12 +49,16 @@ REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "json-only": ("Respond only with JSON.", ("json",)),
     "concise": ("Keep the output short and to the point.", ("truncated", "length")),
 }
-#: Instruction of the query step a retrieval hop adds (inputs are appended as labelled fields).
+#: Instruction of the query step a retrieval hop adds: the second query is built from what the
+#: first hop returned (inputs are appended as labelled fields), with no task-specific wording.
 HOP_QUERY_PROMPT = (
-    "Write a search query for the passage that is still missing to answer the "
-    "question.\nReason step by step: first identify the bridge entity named in the "
-    "passages, then write a query with that entity.\nRespond with only the query."
+    "Write a search query for the information that is still missing to answer the "
+    "question.\nWork step by step: first find the intermediate entity named in the items "
+    "already retrieved, then write a query naming that entity.\nRespond with only the query."
 )
+#: Evaluations per move when an implicated step samples at temperature > 0: every move (and the
+#: incumbent) is scored on the same repeat indexes, so they share their noise draws.
+NOISY_REPEATS = 3
 PARAM_HINTS = {
     "truncated": ("token", "length"),
     "length": ("token", "length"),
@@ -63,7 +67,7 @@ PARAM_HINTS = {
     "passage": ("k", "top", "depth"),
 }
 
-TrainScore = Callable[[dict[str, str | None]], float]
+TrainScore = Callable[..., float]  # (changes, repeats=1) -> mean train score
 Move = tuple[str, dict[str, str | None]]
 
 
@@ -116,30 +120,75 @@ class BuiltinAgent:
 
     # -- moves ---------------------------------------------------------------------------------
     def _tried(self, brief: Brief) -> set[str]:
-        ids = set()
+        """Moves not to propose again: every accepted one, and the rejected ones since the last
+        acceptance (a move rejected on top of an older incumbent may work on the new one)."""
+        ids: set[str] = set()
         for h in brief.history:
             m = re.match(r"\[([^\]]+)\]", str(h.get("rationale", "")))
-            if m:
+            if h.get("outcome") == "accepted":
+                ids = {i for i in ids if i.startswith("=")}
+                if m:
+                    ids.add("=" + m.group(1))
+            elif m:
                 ids.add(m.group(1))
-        return ids
+        return {i.lstrip("=") for i in ids}
+
+    def _implicated(self, brief: Brief) -> list[str]:
+        """The cluster's step, then the steps upstream of it (nearest first), as traced."""
+        order = list(dict.fromkeys(s["step"] for t in brief.traces for s in t["steps"]))
+        step = brief.cluster.step if brief.cluster else None
+        if step not in order:
+            return [step] if step else order[::-1]
+        i = order.index(step)
+        return [step, *order[:i][::-1]]
 
     def _step_prompts(self, ws: Path, brief: Brief) -> list[str]:
-        """Prompt files whose fixed text appears in the cluster step's recorded calls."""
+        """Prompt files of the implicated steps (matched by their fixed text in the recorded
+        calls), the cluster's step first, then upstream ones; then every other prompt."""
         prompts = sorted(p.relative_to(ws).as_posix() for p in (ws / "prompts").glob("*.md"))
+        used: list[str] = []
+        for step in self._implicated(brief):
+            used += [p for p in self._prompts_of(ws, brief, step) if p not in used]
+        return used + [p for p in prompts if p not in used]
+
+    def _at_cause(self, mid: str, ws: Path, brief: Brief) -> bool:
+        """Does move `mid` act on the attributed step or parameter itself?"""
+        c = brief.cluster
+        if c is None:
+            return False
+        if mid.startswith("param:"):
+            return mid[len("param:") :].split("=", 1)[0] in c.parameters
+        if mid.startswith("prompt:"):
+            rel = mid.split("@", 1)[1]
+            return rel in self._prompts_of(ws, brief, c.step)
+        return f"@{c.step}." in mid
+
+    def _prompts_of(self, ws: Path, brief: Brief, step: str) -> list[str]:
+        """Prompt files whose fixed text appears in `step`'s recorded calls."""
         sent = " ".join(
             c["prompt"]
             for t in brief.traces
             for s in t["steps"]
-            if brief.cluster and s["step"] == brief.cluster.step
+            if s["step"] == step
             for c in s["calls"]
         )
         used = []
-        for rel in prompts:
-            text = (ws / rel).read_text(encoding="utf-8")
+        for p in sorted((ws / "prompts").glob("*.md")):
+            text = p.read_text(encoding="utf-8")
             fragments = [f.strip() for f in re.split(r"\{[^{}]*\}", text) if len(f.strip()) > 12]
             if fragments and any(f[:60] in sent for f in fragments):
-                used.append(rel)
-        return used or prompts
+                used.append(p.relative_to(ws).as_posix())
+        return used
+
+    def _noisy(self, brief: Brief) -> bool:
+        """Does any traced step sample (a recorded call at temperature > 0)? Then one train
+        evaluation of a move is one noisy draw, wherever the sampling step sits."""
+        return any(
+            (c.get("temperature") or 0) > 0
+            for t in brief.traces
+            for s in t["steps"]
+            for c in s["calls"]
+        )
 
     def _prompt_moves(self, ws: Path, brief: Brief) -> list[Move]:
         cause = (brief.cluster.cause if brief.cluster else "unexplained").lower()
@@ -168,8 +217,10 @@ class BuiltinAgent:
                 "k" in hints and (n == "k" or n.endswith("_k"))
             )
 
-        # Parameters the cause points at first, then the rest (the train score picks the best).
-        names = sorted(brief.param_bounds, key=lambda n: not related(n))
+        # Parameters whose move repaired failures in attribution's interventions first, then the
+        # ones the cause points at, then the rest (the train score picks the best).
+        repaired = set(brief.cluster.parameters) if brief.cluster else set()
+        names = sorted(brief.param_bounds, key=lambda n: (n not in repaired, not related(n)))
         text = (ws / "params.yaml").read_text(encoding="utf-8")
         moves = []
         for name in names:
@@ -283,7 +334,9 @@ class BuiltinAgent:
                         f"structure:majority_vote@{tgt}.{key}",
                         {"kind": "majority_vote", "node": tgt, "key": key, "samples": 3},
                     )
-        return moves
+        # Moves on the attributed step first: on a train-score tie (stable sort in `propose`) the
+        # change at the broken step wins over a workaround elsewhere.
+        return sorted(moves, key=lambda m: not (step and f"@{step}." in m[0]))
 
     # -- protocol ------------------------------------------------------------------------------
     def propose(self, brief: Brief, workspace: Path) -> Proposal:
@@ -312,11 +365,20 @@ class BuiltinAgent:
             )
         base = brief.scores.get("train", 0.0)
         scored = []
+        repeats = NOISY_REPEATS if self._noisy(brief) else 1
         if self.train_score is not None:
+            if repeats > 1:  # the incumbent on the same draws as the moves
+                base = self.train_score({}, repeats=repeats)
             for mid, changes in moves:
-                scored.append((self.train_score(changes), mid, changes))
+                scored.append((self.train_score(changes, repeats=repeats), mid, changes))
             scored.sort(key=lambda x: -x[0])
             best, mid, changes = scored[0]
+            # A move at what attribution implicated (the step's own prompt, a parameter whose move
+            # repaired failures, a transform at the step) wins when it earns at least half of the
+            # best move's gain: the fix at the cause over a workaround elsewhere.
+            own = [x for x in scored if self._at_cause(x[1], workspace, brief)]
+            if own and own[0][0] > base and own[0][0] - base >= (best - base) / 2:
+                best, mid, changes = own[0]
             if best <= base:
                 return Proposal(
                     invocations=[inv],
@@ -326,7 +388,8 @@ class BuiltinAgent:
                     ),
                     failure_kind=ProposalFailure.NO_IMPROVEMENT,
                 )
-            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train)"
+            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train"
+            note += f", {repeats} repeats each)" if repeats > 1 else ")"
         else:
             mid, changes = moves[0]
             note = "first untried move (no train scoring available)"

@@ -1,0 +1,126 @@
+"""The built-in agent on attribution's verdicts: an upstream prompt defect is reachable, the move
+library carries no one tenant's wording, noisy steps are scored with repeats, and a rejected move
+may be re-scored once the incumbent changed. Plus: a resumed run replays its interventions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from attrib_tenants import make_tenant
+
+import fapo.interventions
+from fapo.agents import builtin
+from fapo.agents.base import Brief, Cluster
+from fapo.loop import RunOptions, run
+from fapo.settings import load_settings
+
+
+def project(tmp_path: Path):
+    (tmp_path / "tenants").mkdir()
+    (tmp_path / "fapo.toml").write_text(
+        '[paths]\ntenants = "tenants"\nruns = "runs"\ncache = ".fapo/cache.sqlite"\n',
+        encoding="utf-8",
+    )
+    return load_settings(tmp_path)
+
+
+def test_builtin_agent_fixes_an_upstream_prompt_defect(tmp_path: Path) -> None:
+    settings = project(tmp_path)
+    root = make_tenant(settings.tenants_dir, "upstream")
+    res = run(root, RunOptions(agent="builtin", run_id="up"), settings)
+    assert res.val["v000"] == 0.0
+    assert res.val[res.best] == 1.0, res.stop_reason
+    events = [json.loads(x) for x in (res.run_dir / "events.jsonl").read_text().splitlines()]
+    first_attr = next(e for e in events if e["kind"] == "attribution")["data"]
+    assert [(c["step"], c["level"]) for c in first_attr["clusters"]] == [("extract", "prompt")]
+    assert first_attr["interventions"]["calls"] > 0
+    accepted = res.accepted[0]
+    prop = next(e for e in events if e["kind"] == "proposal" and e["key"] == accepted)["data"]
+    assert prop["changes"] == ["prompts/extract.md"] and prop["level"] == "prompt"
+
+
+def test_resume_replays_interventions_without_running_them(tmp_path: Path, monkeypatch) -> None:
+    settings = project(tmp_path)
+    root = make_tenant(settings.tenants_dir, "depth", with_checks=False)
+    first = run(root, RunOptions(agent="builtin", run_id="r1"), settings)
+    assert first.val[first.best] == 1.0
+
+    def refuse(*a, **k):
+        raise AssertionError("interventions ran again on resume")
+
+    monkeypatch.setattr(fapo.interventions.InterventionRunner, "probe_many", refuse)
+    again = run(root, RunOptions(agent="builtin", run_id="r1", resume=True), settings)
+    assert again.best == first.best and again.accepted == first.accepted
+
+
+def test_move_library_has_no_tenant_wording() -> None:
+    words = " ".join(text for text, _ in builtin.REMEDIES.values()) + builtin.HOP_QUERY_PROMPT
+    for demo_word in ("bridge", "passage", "city", "capital", "bullet"):
+        assert demo_word not in words.lower(), demo_word
+
+
+def _brief(history: list[dict], temperature: float | None = 0.0) -> Brief:
+    trace = {
+        "id": "e1",
+        "inputs": {"q": "x"},
+        "label": "y",
+        "prediction": "z",
+        "score": 0.0,
+        "steps": [
+            {
+                "step": "a",
+                "update": "{}",
+                "calls": [
+                    {
+                        "prompt": "Write it down now please.",
+                        "output": "",
+                        "temperature": temperature,
+                    }
+                ],
+            },
+        ],
+    }
+    return Brief(
+        tenant="t",
+        level="prompt",
+        objective="",
+        scores={"train": 0.5},
+        cluster=Cluster(
+            step="a", cause="unexplained", level="prompt", confidence=0.5, example_ids=["e1"]
+        ),
+        traces=[trace],
+        allowed_files=["prompts/a.md"],
+        history=history,
+    )
+
+
+@pytest.mark.parametrize(("temperature", "repeats"), [(0.0, 1), (1.0, builtin.NOISY_REPEATS)])
+def test_moves_are_scored_with_repeats_when_the_step_samples(
+    tmp_path: Path, temperature: float, repeats: int
+) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "a.md").write_text("Write it down now please.\n{q}\n")
+    seen: list[int] = []
+
+    def score(changes, repeats=1):
+        seen.append(repeats)
+        return 0.9 if changes else 0.5
+
+    agent = builtin.BuiltinAgent(train_score=score)
+    prop = agent.propose(_brief([], temperature), tmp_path)
+    assert prop.failure is None
+    assert set(seen) == {repeats}
+
+
+def test_a_rejected_move_is_rescored_after_an_acceptance(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "a.md").write_text("Write it down now please.\n{q}\n")
+    agent = builtin.BuiltinAgent(train_score=lambda ch, repeats=1: 0.9 if ch else 0.5)
+    mid = "prompt:only-answer@prompts/a.md"
+    rejected = {"rationale": f"[{mid}] x", "outcome": "rejected"}
+    accepted = {"rationale": "[param:k=3] y", "outcome": "accepted"}
+    assert mid in agent._tried(_brief([rejected]))
+    assert mid not in agent._tried(_brief([rejected, accepted]))
+    assert "param:k=3" in agent._tried(_brief([rejected, accepted]))
