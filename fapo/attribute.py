@@ -164,8 +164,15 @@ def _sample(ids: list[str], k: int) -> list[str]:
 
 
 def _is_infrastructure(rec: dict[str, Any]) -> bool:
-    """A model call that errored: the provider's problem, never a cluster for the agent."""
-    return any(c.get("error") for s in rec.get("steps", []) for c in s.get("calls") or [])
+    """A model call that failed for infrastructure reasons (auth, rate limit, 5xx, connection):
+    the provider's problem, never a cluster for the agent. A refusal, a content filter or an
+    empty answer is the model's answer to this prompt: the chain's business, so it is clustered."""
+    from fapo.llm import INFRASTRUCTURE
+
+    infra = {k.value for k in INFRASTRUCTURE}
+    calls = [c for s in rec.get("steps", []) for c in s.get("calls") or [] if c.get("error")]
+    # Records written before calls carried `error_kind` count any failed call as infrastructure.
+    return any(c.get("error_kind", next(iter(infra))) in infra for c in calls)
 
 
 def _llm_steps(records: list[dict[str, Any]]) -> dict[str, float | None]:

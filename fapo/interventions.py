@@ -448,9 +448,12 @@ def for_run(run: Any, vid: str) -> InterventionRunner | None:
         for e in run.log.events
         if e.get("kind") == "attribution"
     )
+    left = max(spec.max_calls - spent, 0)
+    if run.meter.max_calls is not None:  # and never past the run's own call budget
+        left = min(left, max(run.meter.max_calls - run.meter.calls, 0))
     return InterventionRunner(
         tenant,
         cache=run.cache,
-        max_calls=max(spec.max_calls - spent, 0),
+        max_calls=left,
         concurrency=run.options.concurrency or tenant.settings.defaults.concurrency,
     )

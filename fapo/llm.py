@@ -170,6 +170,19 @@ class Meter:
             self.calls += 1
         self.settle(tin=tin, tout=tout, usd=usd, failure=None)
 
+    def absorb(self, other: Meter) -> None:
+        """Charge another meter's spend to this one: interventions keep their own meter (their
+        cap, reported apart) but the run's budgets cover what they cost too."""
+        with self._lock:
+            self.calls += other.calls
+            self.failed_calls += other.failed_calls
+            self.cache_hits += other.cache_hits
+            self.input_tokens += other.input_tokens
+            self.output_tokens += other.output_tokens
+            self.cost_usd += other.cost_usd
+            for kind, n in other.errors.items():
+                self.errors[kind] = self.errors.get(kind, 0) + n
+
     def call_done(self, endpoint: str, error: ModelCallError | None, limit: int) -> None:
         """Provider health: after `limit` calls in a row to `endpoint` failed for infrastructure
         reasons (after their retries), record and raise ProviderOutage; any answer resets it."""

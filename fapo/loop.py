@@ -126,9 +126,7 @@ class Run:
         _, replayed = self.log.memo("eval", f"{vid}/{split}", rec.EvalRecord, run, self._budget)
         summary = EvalSummary.load(out / "summary.json")
         if (vid, split) not in self.summaries:
-            self._notify(
-                obs.EvalFinished(variant=vid, split=split, mean=summary.mean, replayed=replayed)
-            )
+            self._notify(obs.EvalFinished(variant=vid, split=split, mean=summary.mean, replayed=replayed))  # fmt: skip
         self.summaries[(vid, split)] = summary
         return summary
 
@@ -140,8 +138,9 @@ class Run:
     def _attribute(self, vid: str) -> rec.Attribution:
         def run() -> rec.Attribution:
             results = self.vdir(vid) / "eval" / "train" / "results.jsonl"
+            runner = for_run(self, vid)
             att = with_agent(
-                ladder(self.variants[vid], results, interventions=for_run(self, vid)),
+                ladder(self.variants[vid], results, interventions=runner),
                 self.agent,
                 tenant=self.tenant.name,
                 steps=list(self.summaries[(vid, "train")].steps),
@@ -151,6 +150,8 @@ class Run:
                 scratch=rundir.scratch(self.dir),  # runs:
             )
             self.budget.agent_usd += att.agent_usd
+            if runner is not None:  # interventions: their own cap, the run's budgets too
+                self.meter.absorb(runner.meter)
             write_json(self.vdir(vid) / "attribution.json", att.model_dump(mode="json"))
             return att
 
@@ -202,9 +203,7 @@ class Run:
         """Invalid without evaluation if there is no proposal or review blocks it; else compare."""
         if prop.failure_kind is not None:
             why = "blocked: " if prop.failure_kind.blocks else "agent produced no proposal: "
-            return rec.DecisionRecord(
-                variant=vid, status=rec.Status.INVALID, reason=why + str(prop.failure)
-            )
+            return rec.DecisionRecord(variant=vid, status=rec.Status.INVALID, reason=why + str(prop.failure))  # fmt: skip
         review = self._memo("review", vid, rec.ReviewRecord, lambda: self._review(vid, prop))
         if review.blocked:
             reason = "blocked by review: " + "; ".join(review.reasons())
@@ -214,11 +213,11 @@ class Run:
 
     # -- the loop ----------------------------------------------------------------------------
     def execute(self) -> rec.OptimizeResult:
-        with self.folder.recording():  # runs: `failed`/`stopped` recorded on the way out
+        with self.folder.recording():  # `failed`/`stopped` recorded in run.json on the way out
             return self._execute()
 
-    def _execute(self) -> rec.OptimizeResult:  # runs: was execute()
-        self.tenant.check_data()  # runs: an empty split or shared ids fail the run at start
+    def _execute(self) -> rec.OptimizeResult:
+        self.tenant.check_data()  # an empty split or shared ids fail the run at start
         model = self.tenant.spec.models["task"]
         sim = " (offline simulated model, not an LLM)" if model.startswith("sim:") else ""
         name, kind = self.tenant.name, self.agent_kind
@@ -249,14 +248,9 @@ class Run:
             self._notify(obs.LevelChanged(level=moved.level, why=why))
         level = moved
         cluster = self.policy.choose(level, att)
-        self._notify(
-            obs.ProposalStarted(
-                variant=vid, level=level.level, cause=cluster.cause if cluster else None
-            )
-        )
-        prop = self._memo(
-            "proposal", vid, rec.ProposalRecord, lambda: self._propose(vid, level, cluster)
-        )
+        cause = cluster.cause if cluster else None
+        self._notify(obs.ProposalStarted(variant=vid, level=level.level, cause=cause))
+        prop = self._memo("proposal", vid, rec.ProposalRecord, lambda: self._propose(vid, level, cluster))  # fmt: skip
         st.proposed = self.budget.variants = st.proposed + 1
         decision = self._decide(vid, prop)
         write_json(self.vdir(vid) / "decision.json", decision.model_dump(mode="json", exclude_none=True))  # fmt: skip
@@ -278,14 +272,8 @@ class Run:
 
     def _finish(self, stop: rec.Stop) -> rec.OptimizeResult:
         st = self.st
-        record = self._memo(
-            "stopped",
-            "run",
-            rec.StopRecord,
-            lambda: rec.StopRecord(
-                reason=stop.message, kind=stop.kind, best=st.incumbent, accepted=st.accepted
-            ),
-        )
+        made = rec.StopRecord(reason=stop.message, kind=stop.kind, best=st.incumbent, accepted=st.accepted)  # fmt: skip
+        record = self._memo("stopped", "run", rec.StopRecord, lambda: made)
         ends = list(dict.fromkeys(["v000", st.incumbent]))
         self.meter.max_calls = self.meter.max_tokens = self.meter.max_usd = None
         test = {vid: self._eval(vid, "test").mean for vid in ends}
@@ -294,19 +282,11 @@ class Run:
         setup.close_run(self, record, val, test)
         if self.cache is not None:
             self.cache.close()
-        result = rec.OptimizeResult(
-            run_dir=self.dir, status="finished", stop=record, best=st.incumbent, val=val, test=test
-        )
         self._notify(obs.RunFinished(run_dir=self.dir, stop=record))
-        return result
+        return rec.OptimizeResult(run_dir=self.dir, status="finished", stop=record, best=st.incumbent, val=val, test=test)  # fmt: skip
 
 
-def run(
-    tenant: Tenant | str | Path,
-    options: RunOptions,
-    settings: Settings | None = None,
-    **kwargs: Any,
-) -> rec.OptimizeResult:
+def run(tenant: Tenant | str | Path, options: RunOptions, settings: Settings | None = None, **kwargs: Any) -> rec.OptimizeResult:  # fmt: skip
     """Library entry point of `fapo run` (see `fapo.optimize` for the typed public one)."""
     if not isinstance(tenant, Tenant):
         tenant = load_tenant(tenant, settings, options.models)  # localllm: --model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fapo.errors import FapoError
+from fapo.errors import FapoError, fs_error
 
 #: Private HOME inside the sandbox: a tmpfs, gone when the process ends (no auto-memory survives).
 HOME = "/home/fapo-agent"
@@ -254,7 +255,15 @@ def outside_writes(
             if max(st.st_mtime, st.st_ctime) > since and not inside:
                 hits.append(str(entry) + ("/" if entry.is_dir() else ""))
     ancestors = {str(p) + "/" for p in workspace.resolve().parents}
-    return sorted(set(hits) - ancestors - quiet)
+    # Other runs (of this or another tenant) write their own folders while this agent works:
+    # two `fapo run` at once blocked each other's proposals. Their folders are theirs, not ours.
+    runs_root, own = run_dir.resolve().parent.parent, run_dir.resolve()
+    others = [
+        h for h in hits
+        if Path(h).is_relative_to(runs_root) and not Path(h).is_relative_to(own)
+        and len(Path(h).relative_to(runs_root).parts) >= 1
+    ]  # fmt: skip
+    return sorted(set(hits) - ancestors - quiet - set(others))
 
 
 def symlinks_in(workspace: Path) -> list[str]:
@@ -275,7 +284,14 @@ def snapshot_tenant(tenant_root: Path, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(tenant_root, tmp, symlinks=True, ignore=shutil.ignore_patterns(*_SNAPSHOT_SKIP))
+    try:
+        shutil.copytree(
+            tenant_root, tmp, symlinks=True, ignore=shutil.ignore_patterns(*_SNAPSHOT_SKIP)
+        )
+    except shutil.Error as exc:  # copytree gathers OSErrors into one; report the first as such
+        _src, dst, why = exc.args[0][0]
+        code = re.search(r"\[Errno (\d+)\]", str(why))
+        raise fs_error(OSError(int(code.group(1)) if code else 0, str(why), dst), tmp) from None
     tmp.rename(dest)
 
 

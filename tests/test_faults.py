@@ -399,7 +399,11 @@ def test_fapo_run_stops_at_the_call_budget(tmp_path: Path) -> None:
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_outage_stops_fapo_run_and_resume_finishes_it(provider: str, tmp_path: Path) -> None:
     with FakeAPI(_reply) as api:
-        _project(tmp_path, provider, api, 6)  # 6 val calls fail: more than outage_after
+        tdir = _project(tmp_path, provider, api, 6)  # 6 val calls fail: more than outage_after
+        # Interventions re-ask failing train prompts on purpose (resampling); this test is about
+        # the baseline's evaluation being replayed after the outage, so they are switched off.
+        spec = tdir / "tenant.yaml"
+        spec.write_text(spec.read_text() + "interventions:\n  enabled: false\n")
         api.fail_when("val-", Fault(status=503))  # train answers, then the provider is down
         # one candidate keeps the test short; given again on resume (the same value is accepted)
         one = ("--agent", "builtin", "--budget-variants", "1")
