@@ -171,8 +171,9 @@ def _is_infrastructure(rec: dict[str, Any]) -> bool:
 
     infra = {k.value for k in INFRASTRUCTURE}
     calls = [c for s in rec.get("steps", []) for c in s.get("calls") or [] if c.get("error")]
-    # Records written before calls carried `error_kind` count any failed call as infrastructure.
-    return any(c.get("error_kind", next(iter(infra))) in infra for c in calls)
+    # A failed call without a kind (records written before calls carried one) counts as
+    # infrastructure: only a recorded answer-kind (refusal, filter, empty) is the chain's.
+    return any((c.get("error_kind") or next(iter(infra))) in infra for c in calls)
 
 
 def _llm_steps(records: list[dict[str, Any]]) -> dict[str, float | None]:

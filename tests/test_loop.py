@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fapo.loop import Run, RunOptions, run
-from fapo.observers import Decided, EvalFinished, Event
+from fapo.observers import Decided, Event, ProposalStarted
 from fapo.records import Status
 from fapo.tenant import load_tenant
 
@@ -89,9 +89,10 @@ def _blocked_run(project, tmp_path: Path, proposal: dict, **kw) -> tuple[Path, d
     res = r.execute()
     decided = [e for e in seen if isinstance(e, Decided)]
     assert [e.decision.status for e in decided] == [Status.INVALID]
+    # (attribution's interventions may call the model before the proposal; nothing after it)
     assert decided[0].budget["calls"] == next(
-        e.budget["calls"] for e in seen if isinstance(e, EvalFinished) and e.split == "val"
-    ), "no task-model call between the baseline and the blocked candidate's decision"
+        e.budget["calls"] for e in seen if isinstance(e, ProposalStarted)
+    ), "no task-model call between the proposal and the blocked candidate's decision"
     v = res.run_dir / "variants" / "v001"
     assert not (v / "eval").exists(), "a blocked candidate must never be evaluated"
     return v, json.loads((v / "review.json").read_text())
