@@ -15,7 +15,8 @@ from fapo.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def fapo(args: list[str], cwd: Path, capsys) -> tuple[int, str]:
+def _main(args: list[str], cwd: Path, capsys) -> tuple[int, tuple[str, str]]:
+    """`fapo ARGS` in-process from `cwd`: (exit code, (stdout, stderr))."""
     old_argv, old_cwd = sys.argv, Path.cwd()
     sys.argv = ["fapo", *args]
     os.chdir(cwd)
@@ -27,7 +28,13 @@ def fapo(args: list[str], cwd: Path, capsys) -> tuple[int, str]:
     finally:
         sys.argv = old_argv
         os.chdir(old_cwd)
-    return code, capsys.readouterr().err
+    out = capsys.readouterr()
+    return code, (out.out, out.err)
+
+
+def fapo(args: list[str], cwd: Path, capsys) -> tuple[int, str]:
+    code, (_, err) = _main(args, cwd, capsys)
+    return code, err
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -388,18 +395,8 @@ def test_run_failing_at_start_is_recorded_failed_and_shown(project, capsys) -> N
 
 
 def _stdout(args: list[str], cwd: Path, capsys) -> tuple[int, str]:
-    old_argv, old_cwd = sys.argv, Path.cwd()
-    sys.argv = ["fapo", *args]
-    os.chdir(cwd)
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old_argv
-        os.chdir(old_cwd)
-    return code, capsys.readouterr().out
+    code, (out, _) = _main(args, cwd, capsys)
+    return code, out
 
 
 def test_validate_reports_every_problem_once(project, capsys) -> None:
