@@ -87,6 +87,16 @@ def _trial_settings(settings: Settings, run_id: str) -> Settings:
     )
 
 
+def _trial_models(
+    tenant: str | Path, options: Any, settings: Settings, base_id: str
+) -> dict[str, str]:
+    """`--model` overrides, else on `--resume` those trial 1 was started with (run.json), so a
+    resumed series never switches model half-way."""
+    from fapo.run_setup import resumed_models
+
+    return resumed_models(tenant, replace(options, run_id=f"{base_id}-t1"), settings)
+
+
 def run_trials(
     tenant: str | Path,
     options: Any,
@@ -104,8 +114,8 @@ def run_trials(
     if n < 1:
         raise FapoError(f"--trials {n}: use a positive number of runs")
     run = run or loop_run
-    t = load_tenant(tenant, settings, getattr(options, "models", None))
     base_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
+    t = load_tenant(tenant, settings, _trial_models(tenant, options, settings, base_id))
     seed0 = t.spec.seed if options.seed is None else options.seed
     out = TrialsResult(t.name, base_id)
     for i in range(1, n + 1):

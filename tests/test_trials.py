@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,14 @@ def test_noisy_trials_differ(project: Path) -> None:
     finals = [(r["val_final"], r["test_final"]) for r in res.runs]
     assert finals[0] != finals[1], finals  # trial 2 did not replay trial 1's noise
     assert not res.identical_because and "same numbers" not in res.text()
+
+
+def test_resumed_trials_keep_the_model_override(project: Path) -> None:
+    """`--trials N --resume` without `--model` runs every trial on the model trial 1 started with."""
+    settings = load_settings(project)
+    opts = RunOptions(run_id="ovr", models={"task": "sim:other"})
+    run_trials("cls", replace(opts, budget={"max_variants": 1}), 1, settings)
+    again = run_trials("cls", RunOptions(run_id="ovr", resume=True, budget={"max_variants": 1}), 2, settings)  # fmt: skip
+    for r in again.runs:
+        info = read_json(Path(r["run_dir"]) / "run.json")
+        assert info["spec"]["models"]["task"] == "sim:other", r["run_id"]
