@@ -141,6 +141,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"Agent: `{info.get('agent')}`. Task model: `{info['spec']['models']['task']}`"
         + (" (the offline simulated model, not an LLM)." if sim else ".")
     )
+    if ec := info.get("error_control"):  # sequential: the run-level error rate it guarantees
+        L.append(f"Run-level error control: {ec['text']}.")
     L += ["", "## Result", "", "| | val | test |", "|---|---:|---:|"]
     for vid in dict.fromkeys(["v000", best]):
         L.append(

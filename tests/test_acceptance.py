@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -219,3 +220,48 @@ def test_run_level_null_false_accepts_stay_within_run_alpha() -> None:
     per_decision = sum(_null_run(random.Random(r), r, 6, None) for r in range(runs))
     assert controlled <= _ceiling(runs, 0.05), controlled
     assert per_decision > controlled, (per_decision, controlled)
+
+
+def test_a_run_killed_between_looks_resumes_to_the_same_decision(project, monkeypatch) -> None:
+    """The first look of v001 is recorded, the second is cut off (as by kill -9): the resumed
+    run replays look 1 from the event log and reaches the decision an uninterrupted run reaches."""
+    import fapo.sequential as seq
+    from fapo.loop import RunOptions, run
+
+    budget = {"max_variants": 1}
+    ref = run("demo-qa", RunOptions(agent="builtin", run_id="ref", budget=budget), project)
+    expected = json.loads((ref.run_dir / "variants/v001/decision.json").read_text())
+    assert expected["stats"]["n"] < 40 or len(expected["stats"]["looks"]) > 1
+
+    real, looks = seq.eval_look, []
+
+    def cut(run_: object, vid: str, look: int, ids: list[str]) -> dict[str, float]:
+        looks.append(look)
+        if look == 2:
+            raise KeyboardInterrupt  # the process dies inside look 2
+        return real(run_, vid, look, ids)
+
+    monkeypatch.setattr(seq, "eval_look", cut)
+    with pytest.raises(KeyboardInterrupt):
+        run("demo-qa", RunOptions(agent="builtin", run_id="cut", budget=budget), project)
+    monkeypatch.setattr(seq, "eval_look", real)
+    log = ref.run_dir.parent / "cut" / "events.jsonl"
+    before = [json.loads(x) for x in log.read_text().splitlines()]
+    assert ("eval", "v001/look1/val") in {(e["kind"], e["key"]) for e in before}
+    assert not any(e["kind"] == "decision" for e in before)
+
+    res = run("demo-qa", RunOptions(agent="builtin", run_id="cut", resume=True), project)
+    got = json.loads((res.run_dir / "variants/v001/decision.json").read_text())
+    assert {k: got[k] for k in ("status", "reason", "stats")} == {
+        k: expected[k] for k in ("status", "reason", "stats")
+    }
+    events = [json.loads(x) for x in log.read_text().splitlines()]
+    assert events[: len(before)] == before  # nothing recorded was redone
+    keys = [(e["kind"], e["key"]) for e in events]
+    assert len(keys) == len(set(keys)) and ("eval", "v001/look2/val") in keys
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["error_control"]["guaranteed"] and info["error_control"]["run_alpha"] == 0.05
+    assert (
+        "Run-level error control: P(the run accepts any no-effect change) <= 0.05"
+        in (res.run_dir / "report.md").read_text()
+    )
