@@ -299,7 +299,8 @@ def staged_decide(
         done = ids
         if (decision := rule.walk(scores, inc.scores)) is not None:
             break
-    assert decision is not None
+    if decision is None:  # a look came back without some of its examples
+        decision = Decision(False, "candidate and incumbent were not scored on the same examples")
     stats = {**decision.stats, **({"run_level": {**budget.as_dict(), "run_alpha": run_alpha}} if budget else {})}  # fmt: skip
     n = len(scores)
     return DecisionRecord(

@@ -265,3 +265,11 @@ def test_a_run_killed_between_looks_resumes_to_the_same_decision(project, monkey
         "Run-level error control: P(the run accepts any no-effect change) <= 0.05"
         in (res.run_dir / "report.md").read_text()
     )
+
+
+def test_a_look_missing_examples_is_rejected_not_crashed() -> None:
+    cand, inc = _table(40, wins=set(range(40)))
+    summary = SimpleNamespace(scores=inc, mean=0.5)
+    look = lambda k, ids: {i: cand[i] for i in ids[1:]}  # noqa: E731 - drops one example
+    d = staged_decide(GroupSequential(AcceptanceSpec(resamples=200)), "v", "i", summary, look, [], 0.05, 12)  # fmt: skip
+    assert d.status is Status.REJECTED and "same examples" in d.reason
