@@ -74,7 +74,7 @@ def test_noise_only_change_on_a_noisy_sim_is_accepted_at_most_at_alpha(project) 
     )
     assert "temperature: 0.8" in files["params.yaml"]
     spec = AcceptanceSpec(min_improvement=0.0, alpha=0.05, resamples=1000)
-    trials, accepted, means = 30, 0, set()
+    trials, accepted, seq_accepted, means = 30, 0, 0, set()
     for i in range(trials):
         pair = []
         for side in ("a", "b"):
@@ -83,8 +83,10 @@ def test_noise_only_change_on_a_noisy_sim_is_accepted_at_most_at_alpha(project) 
             pair.append(evaluate(v, "val", use_cache=False).scores)
         means.add(round(sum(pair[0].values()), 3))
         accepted += PairedImprovement(spec, seed=i).decide(pair[1], pair[0]).accepted
+        seq_accepted += GroupSequential(spec, seed=i).decide(pair[1], pair[0]).accepted
     assert len(means) > 3, "the simulator at temperature 0.8 should be noisy"
     assert accepted <= _ceiling(trials, spec.alpha), accepted
+    assert seq_accepted <= _ceiling(trials, spec.alpha), seq_accepted
 
 
 # -- sequential acceptance (fapo/sequential.py) ---------------------------------------------------
