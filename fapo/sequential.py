@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from fapo.loop import Run
 
 _N = NormalDist()
+EXACT_UP_TO = 14  # discordant pairs up to which every sign vector is enumerated (2^14 = 16,384)
 
 
 # -- alpha spending ------------------------------------------------------------------------------
@@ -146,28 +147,18 @@ class GroupSequential:
         plan = self.plan(sorted(incumbent))
         sizes = [len(p) for p in plan]
         order = plan[-1]
-        alpha, kind, r = self.alpha, self.spec.spending, self.spec.resamples
-        rng = random.Random(self.seed)
-        sims = [rng.getrandbits(len(order)) for _ in range(r)]  # bit i flips example i's sign
-        alive = list(range(r))
-        sums = [0.0] * r  # running partial sums of the simulated paths
+        alpha, kind = self.alpha, self.spec.spending
+        budgets = [spent(n / sizes[-1], alpha, kind) - spent(m / sizes[-1], alpha, kind) for m, n in zip([0, *sizes[:-1]], sizes, strict=True)]  # fmt: skip
         looks: list[dict[str, Any]] = []
-        start = 0
         for k, n in enumerate(sizes):
-            if any(i not in candidate for i in order[start:n]):
+            if any(i not in candidate for i in order[:n]):
                 return None
-            d = [candidate[i] - incumbent[i] for i in order[start:n]]
-            nz = [(j + start, x) for j, x in enumerate(d) if x != 0]
-            for s in range(r):  # only paths alive at this look matter, but sums are cheap
-                bits = sims[s]
-                sums[s] += sum(-x if bits >> j & 1 else x for j, x in nz)
-            total = sum(candidate[i] - incumbent[i] for i in order[:n])
-            gain = total / n
-            budget = spent(n / sizes[-1], alpha, kind) - spent(start / sizes[-1], alpha, kind)
-            hits = sum(sums[s] >= total - 1e-9 for s in alive)
-            p = (hits + 1) / (r + 1)  # share of the R+1 exchangeable sign vectors, counted alive
+            d = [candidate[i] - incumbent[i] for i in order[:n]]
+            total = sum(d)
+            gain, budget = total / n, budgets[k]
+            p, method = self._p_sequential(d, sizes[: k + 1], budgets[:k], len(order))
             last = k == len(sizes) - 1
-            looks.append({"look": k + 1, "n": n, "mean_gain": gain, "p_seq": p, "spend": budget})
+            looks.append({"look": k + 1, "n": n, "mean_gain": gain, "p_seq": p, "spend": budget, "p_method": method})  # fmt: skip
             stats = self._stats(looks, sizes, candidate, incumbent, order[:n])
             if p <= budget and total > 0 and gain >= self.spec.min_improvement:
                 return Decision(True, f"look {k + 1}/{len(sizes)} ({n} of {sizes[-1]} val examples): gain {gain:+.3f}, sequential p={p:.4f} <= {budget:.4f} (of level {alpha:.4f})", {**stats, "outcome": LookOutcome.EFFICACY.value})  # fmt: skip
@@ -181,9 +172,35 @@ class GroupSequential:
                 return Decision(False, why, {**stats, "outcome": out.value})
             if gain <= self.spec.futility:
                 return Decision(False, f"stopped for futility at look {k + 1}/{len(sizes)} ({n} of {sizes[-1]} val examples): mean gain {gain:+.3f} <= {self.spec.futility:+.3f}", {**stats, "outcome": LookOutcome.FUTILITY.value})  # fmt: skip
-            alive = _survivors(alive, sums, budget, r)  # paths that crossed here stop here
-            start = n
         return None
+
+    def _p_sequential(self, d: list[float], cuts: list[int], budgets: list[float], n_total: int) -> tuple[float, str]:  # fmt: skip
+        """P-value of the last look in `cuts` among sign vectors that crossed no earlier look's
+        boundary (`budgets` of the earlier looks). Every sign vector is enumerated when at most
+        EXACT_UP_TO pairs are discordant (exact: small looks are where Monte Carlo noise matters,
+        e.g. 8 wins of 8 has p = 1/256 against a run-level spend of 0.0041); otherwise
+        `resamples` seeded vectors plus the observed one. Depends only on the looks up to this one,
+        so a staged evaluation and `decide` on complete scores reach the same decision."""
+        nz = [(j, x) for j, x in enumerate(d) if x != 0]
+        if len(nz) <= EXACT_UP_TO:
+            vectors, extra, method = range(2 ** len(nz)), 0, "exact"
+            bit = {j: b for b, (j, _) in enumerate(nz)}
+        else:
+            rng = random.Random(self.seed)
+            vectors = [rng.getrandbits(n_total) for _ in range(self.spec.resamples)]
+            extra, method, bit = 1, "monte-carlo", {j: j for j, _ in nz}
+        denom = len(vectors) + extra
+        per_look = [[(bit[j], x) for j, x in nz if lo <= j < hi] for lo, hi in zip([0, *cuts[:-1]], cuts, strict=True)]  # fmt: skip
+        sums = [0.0] * len(vectors)
+        alive = list(range(len(vectors)))
+        for k, part in enumerate(per_look):
+            for s, v in enumerate(vectors):
+                sums[s] += sum(-x if v >> b & 1 else x for b, x in part)
+            if k < len(per_look) - 1:
+                alive = _survivors(alive, sums, budgets[k], denom, extra)
+        total = sum(d)
+        hits = sum(sums[s] >= total - 1e-9 for s in alive)
+        return (hits + extra) / denom, method
 
     def _stats(self, looks: list[dict[str, Any]], sizes: list[int], cand: Mapping[str, float], inc: Mapping[str, float], seen: list[str]) -> dict[str, Any]:  # fmt: skip
         n = len(seen)
@@ -223,17 +240,16 @@ class GroupSequential:
         return d
 
 
-def _survivors(alive: list[int], sums: list[float], budget: float, r: int) -> list[int]:
-    """Paths that did not cross this look's boundary: the boundary is the smallest sum whose
-    alive tail count satisfies (hits + 1)/(r + 1) ≤ budget; paths at or above it crossed."""
-    allowed = math.floor(budget * (r + 1)) - 1  # most alive paths allowed at/above the boundary
-    if allowed < 0:
+def _survivors(alive: list[int], sums: list[float], budget: float, denom: int, extra: int) -> list[int]:  # fmt: skip
+    """Paths that did not cross this look's boundary. A path crosses when its own p-value,
+    (#alive paths with a sum >= its sum + extra) / denom, is <= budget; ties all cross or none."""
+    allowed = math.floor(budget * denom - extra + 1e-12)  # most alive paths at/above the boundary
+    if allowed <= 0:
         return alive
     ranked = sorted(alive, key=lambda s: -sums[s])
-    # the boundary: the largest set of top paths with ≤ allowed members, cut between distinct sums
     cut = min(allowed, len(ranked))
     while 0 < cut < len(ranked) and sums[ranked[cut - 1]] <= sums[ranked[cut]] + 1e-9:
-        cut -= 1  # ties at the boundary all cross or none does
+        cut -= 1
     return ranked[cut:]
 
 
