@@ -22,11 +22,12 @@ import fapo.rundir as rundir  # runs: run folders (ids, lock, status, resume opt
 from fapo import observers as obs
 from fapo import records as rec
 from fapo import run_setup as setup
+from fapo import sequential as seq  # sequential: staged val, run-level alpha
 from fapo.agents.base import Agent
 from fapo.artifacts import write_json
 from fapo.attribute import ladder, with_agent
 from fapo.cache import CallCache
-from fapo.compare import AcceptanceRule, PairedImprovement, decide
+from fapo.compare import AcceptanceRule, decide
 from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
@@ -64,7 +65,7 @@ class Run:
         self.budget = setup.make_budget(spec.budget, options.budget)
         self.meter = self.budget.meter
         self.seed = spec.seed if options.seed is None else options.seed
-        self.acceptance = acceptance or PairedImprovement(spec.acceptance, seed=self.seed)
+        self.acceptance = acceptance or seq.GroupSequential(spec.acceptance, seed=self.seed)  # sequential:  # fmt: skip
         self.policy = escalation or LadderPolicy(tuple(spec.levels()), spec.escalation)
         self.stop = default_stop(spec.target_score, self.budget, *stop)
         self.agent_kind = agent.name if agent else setup.agent_kind(tenant, options)
@@ -196,8 +197,11 @@ class Run:
         return review
 
     def _compare(self, vid: str) -> rec.DecisionRecord:
-        cand, inc = self._eval(vid, "val"), self.summaries[(self.st.incumbent, "val")]
-        return decide(self.acceptance, vid, self.st.incumbent, cand, inc)
+        inc = self.summaries[(self.st.incumbent, "val")]
+        if isinstance(self.acceptance, seq.Staged):  # sequential: val in looks, run-level alpha
+            look = lambda k, ids: seq.eval_look(self, vid, k, ids)  # noqa: E731  sequential:
+            return seq.staged_decide(self.acceptance, vid, self.st.incumbent, inc, look, seq.prior_decisions(self.log), self.tenant.spec.acceptance.run_alpha, self.budget.spec.max_variants)  # sequential:  # fmt: skip
+        return decide(self.acceptance, vid, self.st.incumbent, self._eval(vid, "val"), inc)
 
     def _decide(self, vid: str, prop: rec.ProposalRecord) -> rec.DecisionRecord:
         """Invalid without evaluation if there is no proposal or review blocks it; else compare."""

@@ -62,6 +62,15 @@ def _fmt(x: float | None, nd: int = 3) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
 
+def _val_cell(full: float | None, decision: dict[str, Any]) -> str:
+    """The candidate's val mean; for one stopped at an earlier look, its mean on the examples
+    that look evaluated, marked n/N (sequential acceptance, fapo/sequential.py)."""
+    st = decision.get("stats", {})
+    if full is None and decision.get("candidate_val") is not None and "n_total" in st:
+        return f"{decision['candidate_val']:.3f} ({st['n']}/{st['n_total']})"
+    return _fmt(full)
+
+
 def per_example(results: Path) -> dict[str, float] | None:
     """Mean latency, model calls (cache hits included), tokens and USD per example record.
 
@@ -141,6 +150,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"Agent: `{info.get('agent')}`. Task model: `{info['spec']['models']['task']}`"
         + (" (the offline simulated model, not an LLM)." if sim else ".")
     )
+    if ec := info.get("error_control"):  # sequential: the run-level error rate it guarantees
+        L.append(f"Run-level error control: {ec['text']}.")
     L += ["", "## Result", "", "| | val | test |", "|---|---:|---:|"]
     for vid in dict.fromkeys(["v000", best]):
         L.append(
@@ -173,7 +184,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         L.append(
             f"| {v['id']} | {p.get('level', '—')} | "
             f"{_cell(clip(p.get('rationale') or p.get('failure') or '', 70))} | "
-            f"{review} | {mark} | {_fmt(v['evals'].get('val', {}).get('mean'))} | "
+            f"{review} | {mark} | {_val_cell(v['evals'].get('val', {}).get('mean'), d)} | "
             f"{_fmt(st.get('mean_diff'))} | {_fmt(st.get('p_value'), 4)} |"
         )
     L += ["", "## Decisions and reasons", ""]

@@ -644,7 +644,8 @@ def render_html(data: dict[str, Any], extra: dict[str, Any]) -> str:
 <body><main>
 <h1>fapo run {_e(info["run_id"])} · tenant <code>{_e(info["tenant"])}</code></h1>
 <p class="meta">Status <b>{_e(info.get("status"))}</b>{" — " + _e(info.get("stop_reason")) if info.get("stop_reason") else ""}.
-Agent <code>{_e(info.get("agent"))}</code> · task model <code>{_e(task_model)}</code>{_e(model_note)}.</p>
+Agent <code>{_e(info.get("agent"))}</code> · task model <code>{_e(task_model)}</code>{_e(model_note)}.
+{"Run-level error control: " + _e((info.get("error_control") or {}).get("text", "")) + "." if info.get("error_control") else ""}</p>
 {running}<div class="cards">{card_html}</div>
 <section><h2>Score trajectory (val)</h2>
 {trajectory_svg(extra["trajectory"])}

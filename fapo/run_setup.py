@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import fapo.rundir as rundir
+import fapo.sequential as seq  # sequential: run-level error control in run.json
 from fapo import __version__
 from fapo.agents.base import Agent
 from fapo.artifacts import read_files, read_json, write_files, write_json
@@ -197,6 +198,12 @@ def close_run(run: Run, stop: StopRecord, val: dict[str, float], test: dict[str,
         test=test,
         spent=run.budget.snapshot(time.time()),
         finished=time.time(),
+        error_control=seq.error_control(
+            run.acceptance,
+            run.tenant.spec.acceptance,
+            run.budget.spec.max_variants,
+            seq.prior_decisions(run.log),
+        ),  # sequential:  # fmt: skip
     )
     write_json(run.dir / "run.json", info)
 

@@ -84,6 +84,19 @@ class AcceptanceSpec(_Strict):
     test: Literal["permutation", "bootstrap"] = "permutation"
     resamples: int = Field(10000, ge=100)
     repeats: int = Field(1, ge=1, le=20, description="evaluations per example (noisy models)")
+    looks: int = Field(
+        3, ge=1, le=6, description="sequential looks at val (nested subsets); 1 = all at once"
+    )
+    spending: Literal["obrien-fleming", "pocock"] = "obrien-fleming"
+    futility: float = Field(
+        0.0, ge=-1, le=1, description="stop a candidate at an interim look when its gain <= this"
+    )
+    run_alpha: float | None = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="chance a run accepts any no-effect change (null: per decision)",
+    )
 
 
 class EscalationSpec(_Strict):
