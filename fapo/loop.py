@@ -31,7 +31,7 @@ from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.interventions import for_run
-from fapo.noise import comparison_repeats  # moves:
+from fapo.noise import comparison_repeats, on_draws  # moves:
 from fapo.propose import RULES, Incumbent, changes_of, history_entry, propose
 from fapo.review import LeakIndex, review_candidate
 from fapo.run_setup import RunOptions
@@ -200,8 +200,8 @@ class Run:
     def _compare(self, vid: str) -> rec.DecisionRecord:
         cand, inc = self._eval(vid, "val"), self.summaries[(self.st.incumbent, "val")]
         found = [self.vdir(v) / "eval" / "val" / "results.jsonl" for v in (vid, self.st.incumbent)]  # fmt: skip
-        if reps := comparison_repeats(self.tenant.spec.acceptance.repeats, found):  # fmt: skip  # moves: sampling variants on repeated draws (fapo/noise.py)
-            cand, inc = self._eval(vid, "val", reps), self._eval(self.st.incumbent, "val", reps)  # fmt: skip
+        if reps := comparison_repeats(self.tenant.spec.acceptance.repeats, found):  # fmt: skip  # moves: sampling variants compared draw by draw (fapo/noise.py)
+            cand, inc = (on_draws(self._eval(v, "val", reps), self.vdir(v) / "eval" / f"val-r{reps}" / "results.jsonl") for v in (vid, self.st.incumbent))  # fmt: skip
         return decide(self.acceptance, vid, self.st.incumbent, cand, inc)
 
     def _decide(self, vid: str, prop: rec.ProposalRecord) -> rec.DecisionRecord:
