@@ -54,6 +54,9 @@ def test_the_loop_compares_sampling_variants_on_repeated_draws(tmp_path: Path) -
     assert summary["repeats"] == noise.COMPARISON_REPEATS
     assert abs(decision["stats"]["incumbent_mean"] - summary["mean"]) < 1e-9
     assert decision["stats"]["n"] == summary["n"] * noise.COMPARISON_REPEATS
+    # and it is accepted: temperature 0 removes the noise (one draw per example: p = 0.12)
+    assert decision["status"] == "accepted", decision["reason"]
+    assert res.val[res.best] == 1.0
 
 
 def test_a_deterministic_run_is_compared_once(tmp_path: Path) -> None:
