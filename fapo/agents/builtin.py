@@ -58,9 +58,11 @@ HOP_QUERY_PROMPT = (
     "question.\nWork step by step: first find the intermediate entity named in the items "
     "already retrieved, then write a query naming that entity.\nRespond with only the query."
 )
-#: Samples of a majority-vote move: at a 20% chance per draw of a second-best answer, a vote of 3
-#: still errs 10% of the time, one of 5 about 6% (binomial tails; docs/sim.md's flip rate).
-VOTE_SAMPLES = 5
+#: Samples of a majority-vote move. At a 20% chance per draw of a second-best answer, a vote errs
+#: 10% of the time over 3 samples, 6% over 5, 3% over 7 (binomial tails); on the examples the
+#: noise already broke (their first draw flipped) 18% over 5 and 10% over 7. Measured on the
+#: planted suite: a vote of 5 at a sampling query step left 2 of 5 such examples failing.
+VOTE_SAMPLES = 7
 #: Sentences of one prompt the built-in agent may try removing (one move each).
 MAX_DROPS = 8
 PARAM_HINTS = {
