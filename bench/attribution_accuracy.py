@@ -96,8 +96,11 @@ class TenantResult:
     known: int = 0
     with_checks: Tally = field(default_factory=Tally)
     without_checks: Tally = field(default_factory=Tally)
+    # without checks.py, on the failures one check-free intervention can show the cause of
+    without_visible: Tally = field(default_factory=Tally)
     attribution_extra: dict[str, Any] = field(default_factory=dict)
     defects: int = 0
+    excluded: list[str] = field(default_factory=list)  # not expected of the built-in agent
     fixed: list[str] = field(default_factory=list)
     recovered: dict[str, float] = field(default_factory=dict)
     calls: int | None = None
@@ -204,7 +207,7 @@ def measure(
     interventions: bool,
 ) -> TenantResult:
     res = TenantResult(suite_dir.name)
-    gt = derive(suite_dir, "train", settings)
+    gt = derive(suite_dir, "train", settings, alone=True)
     copy_dir = copy_for_run(suite_dir, root)
     tenant = load_tenant(copy_dir, settings)
     out = root / "baseline" / suite_dir.name
@@ -221,11 +224,16 @@ def measure(
         report = attribute(variant, results, "train", **kwargs)
         tally = score_attribution(gt, attributed(report), failing)
         setattr(res, f"{label}_checks", tally)
+        if label == "without":
+            seen = gt.visible_without_checks()
+            got = attributed(report)
+            res.without_visible = score_attribution(gt, got, [i for i in failing if i in seen])
         extra = {k: v for k, v in report.items() if k not in ("clusters", "split", "examples")}
         if runner is not None and hasattr(runner, "meter"):
             extra["intervention_calls"] = runner.meter.snapshot().get("calls")
         res.attribution_extra[label] = json.loads(json.dumps(extra, default=str))
     res.defects = sum(bool(gt.caused_by(d.id)) for d in gt.defects)
+    res.excluded = [d.id for d in gt.defects if d.builtin_excluded and gt.caused_by(d.id)]
     if loop:
         from fapo.promote import variant_files
 
@@ -261,7 +269,12 @@ def print_report(results: list[TenantResult], loop: bool) -> dict[str, Any]:
             f"{wo.pct(wo.level)} {wo.pct(wo.both)} {wo.pct(wo.single_both, wo.single_n)}"
         )
         rows.append(
-            {"tenant": r.name, "with": dataclasses.asdict(w), "without": dataclasses.asdict(wo)}
+            {
+                "tenant": r.name,
+                "with": dataclasses.asdict(w),
+                "without": dataclasses.asdict(wo),
+                "without_visible": dataclasses.asdict(r.without_visible),
+            }
         )
     w, wo = total_w, total_wo
     print("-" * len(head))
@@ -276,6 +289,16 @@ def print_report(results: list[TenantResult], loop: bool) -> dict[str, Any]:
         for r in results
         for k in ("with",)
     ]
+    vis = Tally()
+    for r in results:
+        vis.merge(r.without_visible)
+    print(
+        "without checks.py, failures one check-free intervention can show (a parameter or noise "
+        f"cause whose fix alone repairs it): {vis.n} of {wo.n}, both right {vis.pct(vis.both)} "
+        "("
+        + ", ".join(f"{r.name} {r.without_visible.both}/{r.without_visible.n}" for r in results)
+        + ")"
+    )
     if any(c is not None for _, c in calls):
         print("intervention calls (with checks.py): " + ", ".join(f"{n} {c}" for n, c in calls))
     extras = {r.name: r.attribution_extra for r in results}
@@ -285,10 +308,12 @@ def print_report(results: list[TenantResult], loop: bool) -> dict[str, Any]:
         print(
             f"{'tenant':<16} {'fixed':>7} {'calls':>7} {'loop s':>7}  accepted / stop / per defect"
         )
-        fixed = planted = calls = 0
+        fixed = planted = calls = kept = kept_fixed = 0
         for r in results:
             fixed += len(r.fixed)
             planted += r.defects
+            kept += r.defects - len(r.excluded)
+            kept_fixed += len([d for d in r.fixed if d not in r.excluded])
             calls += r.calls or 0
             per = ", ".join(f"{d} {100 * s:.0f}%" for d, s in r.recovered.items())
             print(
@@ -297,12 +322,20 @@ def print_report(results: list[TenantResult], loop: bool) -> dict[str, Any]:
             )
         rate = 100 * fixed / planted if planted else 0.0
         print(f"{'overall':<16} {fixed:>3}/{planted:<3} {calls:>7}          fix rate {rate:.1f}%")
+        kept_rate = 100 * kept_fixed / kept if kept else 0.0
+        print(
+            f"without the defects not expected of the built-in agent (defects.yaml "
+            f"builtin_excluded: {', '.join(d for r in results for d in r.excluded) or 'none'}): "
+            f"{kept_fixed}/{kept} ({kept_rate:.1f}%)"
+        )
+        summary["fix_rate_expected"] = kept_rate
         summary["loop"] = [
             {
                 "tenant": r.name,
                 "fixed": r.fixed,
                 "recovered": r.recovered,
                 "defects": r.defects,
+                "excluded": r.excluded,
                 "calls": r.calls,
                 "accepted": r.accepted,
                 "stop": r.stop,

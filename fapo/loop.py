@@ -32,6 +32,7 @@ from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.interventions import for_run
+from fapo.noise import comparison_repeats, on_draws  # moves:
 from fapo.propose import RULES, Incumbent, changes_of, history_entry, propose
 from fapo.review import LeakIndex, review_candidate
 from fapo.run_setup import RunOptions
@@ -112,23 +113,24 @@ class Run:
         use_cache, conc = self.cache is not None, self.options.concurrency
         return evaluate(tenant, split, cache=self.cache, use_cache=use_cache, concurrency=conc, meter=self.meter, **kw)  # fmt: skip
 
-    def _eval(self, vid: str, split: str) -> EvalSummary:
+    def _eval(self, vid: str, split: str, repeats: int | None = None) -> EvalSummary:
         """Evaluate a variant on a split once per run (memoized by the event log)."""
-        out = self.vdir(vid) / "eval" / split
+        tag = split if repeats is None else f"{split}-r{repeats}"  # moves: noisy comparisons
+        out = self.vdir(vid) / "eval" / tag
 
         def run() -> rec.EvalRecord:
             self._notify(obs.EvalStarted(variant=vid, split=split))
-            reps = self.tenant.spec.acceptance.repeats
+            reps = repeats or self.tenant.spec.acceptance.repeats
             s = self._evaluate(self.variants[vid], split, out_dir=out, repeats=reps)
             if self.cache is not None:  # runs: a cache write failure (disk full) stops here
                 self.cache.flush()
             return rec.EvalRecord(mean=s.mean, n=s.n, calls=s.calls, errors=s.errors)
 
-        _, replayed = self.log.memo("eval", f"{vid}/{split}", rec.EvalRecord, run, self._budget)
+        _, replayed = self.log.memo("eval", f"{vid}/{tag}", rec.EvalRecord, run, self._budget)
         summary = EvalSummary.load(out / "summary.json")
-        if (vid, split) not in self.summaries:
+        if (vid, tag) not in self.summaries:
             self._notify(obs.EvalFinished(variant=vid, split=split, mean=summary.mean, replayed=replayed))  # fmt: skip
-        self.summaries[(vid, split)] = summary
+        self.summaries[(vid, tag)] = summary
         return summary
 
     def train_score(self, changes: dict[str, str | None], repeats: int = 1) -> float:
@@ -199,9 +201,12 @@ class Run:
     def _compare(self, vid: str) -> rec.DecisionRecord:
         inc = self.summaries[(self.st.incumbent, "val")]
         if isinstance(self.acceptance, seq.Staged):  # sequential: val in looks, run-level alpha
-            look = lambda k, ids: seq.eval_look(self, vid, k, ids)  # noqa: E731  sequential:
-            return seq.staged_decide(self.acceptance, vid, self.st.incumbent, inc, look, seq.prior_decisions(self.log), self.tenant.spec.acceptance.run_alpha, self.budget.spec.max_variants)  # sequential:  # fmt: skip
-        return decide(self.acceptance, vid, self.st.incumbent, self._eval(vid, "val"), inc)
+            return seq.staged_compare(self, vid, self.acceptance)  # sequential: (+ draws, moves)
+        cand = self._eval(vid, "val")
+        found = [self.vdir(v) / "eval" / "val" / "results.jsonl" for v in (vid, self.st.incumbent)]  # fmt: skip
+        if reps := comparison_repeats(self.tenant.spec.acceptance.repeats, found):  # fmt: skip  # moves: sampling variants compared draw by draw (fapo/noise.py)
+            cand, inc = (on_draws(self._eval(v, "val", reps), self.vdir(v) / "eval" / f"val-r{reps}" / "results.jsonl") for v in (vid, self.st.incumbent))  # fmt: skip
+        return decide(self.acceptance, vid, self.st.incumbent, cand, inc)
 
     def _decide(self, vid: str, prop: rec.ProposalRecord) -> rec.DecisionRecord:
         """Invalid without evaluation if there is no proposal or review blocks it; else compare."""

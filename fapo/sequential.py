@@ -311,7 +311,8 @@ def staged_decide(
     done: list[str] = []
     decision = None
     for k, ids in enumerate(rule.plan(sorted(inc.scores)), start=1):
-        scores.update(evaluate_look(k, [i for i in ids if i not in done]))
+        if new := [i for i in ids if i not in done and i not in scores]:  # draws come per example
+            scores.update(evaluate_look(k, new))
         done = ids
         if (decision := rule.walk(scores, inc.scores)) is not None:
             break
@@ -335,28 +336,61 @@ def prior_decisions(log: EventLog) -> list[DecisionRecord]:
     return [DecisionRecord.model_validate(e["data"]) for e in log.events if e["kind"] == "decision"]
 
 
-def eval_look(run: Run, vid: str, look: int, ids: list[str]) -> dict[str, float]:
+def eval_look(
+    run: Run, vid: str, look: int, ids: list[str], draws: int | None = None
+) -> dict[str, float]:
     """Evaluate the new examples of one look on val, once per run: an `eval` event keyed
     `<vid>/look<k>/val` (a resume replays it), files in variants/<vid>/eval/val-look<k>/. The full
     val of an accepted candidate is evaluated afterwards as usual; the call cache replays the
-    looks' calls there, so only the examples no look reached cost calls."""
+    looks' calls there, so only the examples no look reached cost calls.
+
+    With `draws` (sampling variants, fapo/noise.py) `ids` are draw keys `id#r`: their examples are
+    evaluated on `draws` repeats (`val-r<draws>-look<k>/`) and every draw's score comes back."""
     from fapo import observers as obs
     from fapo.evaluate import EvalSummary
+    from fapo.noise import on_draws
     from fapo.records import EvalRecord
 
-    out = run.vdir(vid) / "eval" / f"val-look{look}"
-    wanted = frozenset(ids)
+    tag = "val" if draws is None else f"val-r{draws}"
+    out = run.vdir(vid) / "eval" / f"{tag}-look{look}"
+    wanted = frozenset(i.rsplit("#", 1)[0] if draws else i for i in ids)
 
     def go() -> EvalRecord:
-        run._notify(obs.EvalStarted(variant=vid, split=f"val (look {look}, {len(ids)} examples)"))
-        reps = run.tenant.spec.acceptance.repeats
+        run._notify(obs.EvalStarted(variant=vid, split=f"val (look {look}, {len(wanted)} examples)"))  # fmt: skip
+        reps = draws or run.tenant.spec.acceptance.repeats
         s = run._evaluate(run.variants[vid], "val", out_dir=out, repeats=reps, only=wanted)
         if run.cache is not None:
             run.cache.flush()
         return EvalRecord(mean=s.mean, n=s.n, calls=s.calls, errors=s.errors)
 
-    run.log.memo("eval", f"{vid}/look{look}/val", EvalRecord, go, run._budget)
-    return EvalSummary.load(out / "summary.json").scores
+    run.log.memo("eval", f"{vid}/look{look}/{tag}", EvalRecord, go, run._budget)
+    summary = EvalSummary.load(out / "summary.json")
+    return on_draws(summary, out / "results.jsonl").scores if draws else summary.scores
+
+
+def staged_compare(run: Run, vid: str, rule: Staged) -> DecisionRecord:
+    """The loop's compare stage with a staged rule. When either variant samples (its recorded
+    calls ran at temperature > 0; the candidate's show in its first look), both are compared
+    draw by draw on `fapo.noise.COMPARISON_REPEATS` draws per example: the choice follows from
+    call settings, never from scores, so it is no extra look at the data."""
+    from fapo.noise import comparison_repeats, on_draws
+
+    inc_id = run.st.incumbent
+    inc = run.summaries[(inc_id, "val")]
+    configured = run.tenant.spec.acceptance.repeats
+    order = rule.plan(sorted(inc.scores))
+    eval_look(run, vid, 1, order[0])  # configured repeats; the draws reuse its calls (cache)
+    found = [run.vdir(inc_id) / "eval" / "val" / "results.jsonl", run.vdir(vid) / "eval" / "val-look1" / "results.jsonl"]  # fmt: skip
+    reps = comparison_repeats(configured, found)
+    if reps is None:
+        look = lambda k, ids: eval_look(run, vid, k, ids)  # noqa: E731
+    else:
+        res = run.vdir(inc_id) / "eval" / f"val-r{reps}" / "results.jsonl"
+        inc = on_draws(run._eval(inc_id, "val", reps), res)
+        look = lambda k, ids: eval_look(run, vid, k, ids, draws=reps)  # noqa: E731
+    prior = prior_decisions(run.log)
+    acc = run.tenant.spec.acceptance
+    return staged_decide(rule, vid, inc_id, inc, look, prior, acc.run_alpha, run.budget.spec.max_variants)  # fmt: skip
 
 
 def error_control(

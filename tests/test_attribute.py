@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fapo.attribute import classify
 from fapo.tenant import load_tenant
 
@@ -114,3 +116,50 @@ def test_checks_see_the_output_after_an_inserted_postprocess_node(project) -> No
         "x",
     )
     assert classify(t, rec, ex).step != "retrieve"
+
+
+def test_a_cause_found_in_a_minority_of_probes_is_looked_for_in_the_rest(tmp_path: Path) -> None:
+    """A cluster where 1 of 8 probes finds a cause and 7 find nothing is mixed: the unprobed
+    members are probed too (up to MORE x the sample), so the other members with that cause get
+    it instead of the ladder's guess."""
+    from attrib_tenants import make_tenant
+
+    from fapo.attribute import attribute
+    from fapo.evaluate import evaluate
+    from fapo.interventions import Kind, Verdict
+    from fapo.settings import load_settings
+    from fapo.tenant import load_tenant
+
+    (tmp_path / "tenants").mkdir()
+    (tmp_path / "fapo.toml").write_text(
+        '[paths]\ntenants = "tenants"\nruns = "runs"\ncache = ".fapo/cache.sqlite"\n'
+    )
+    settings = load_settings(tmp_path)
+    tenant = load_tenant(make_tenant(settings.tenants_dir, "upstream", with_checks=False), settings)
+    out = tmp_path / "eval"
+    evaluate(tenant, "train", out_dir=out, use_cache=False)
+    caused = {"e00", "e03", "e07"}  # e00 is in the first sample of 8, e03 and e07 are not
+
+    class Runner:
+        sample = 8
+        probed: list[str] = []
+
+        def probe_many(self, examples, llm_steps):
+            self.probed += [ex.id for ex in examples]
+            return {
+                ex.id: Verdict(
+                    example_id=ex.id, step="extract", level="prompt", kind=Kind.ORACLE, trials=[]
+                )  # fmt: skip
+                if ex.id in caused
+                else Verdict(example_id=ex.id, step=None, trials=[])
+                for ex in examples
+            }
+
+        def spend(self):
+            return {"calls": 0}
+
+    runner = Runner()
+    report = attribute(tenant, out / "results.jsonl", "train", interventions=runner)
+    assert len(runner.probed) == 16  # the 8 sampled, then the other 8
+    got = {i: (c["step"], c["level"]) for c in report["clusters"] for i in c["example_ids"]}
+    assert {i for i, sl in got.items() if sl == ("extract", "prompt")} == caused

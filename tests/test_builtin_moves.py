@@ -124,3 +124,73 @@ def test_a_rejected_move_is_rescored_after_an_acceptance(tmp_path: Path) -> None
     assert mid in agent._tried(_brief([rejected]))
     assert mid not in agent._tried(_brief([rejected, accepted]))
     assert "param:k=3" in agent._tried(_brief([rejected, accepted]))
+
+
+HARMFUL = (
+    "Answer the question from the entries. Think it through step by step.\n"
+    "Answer with only the final answer.\n\nEntries:\n- {entries}\n\nQuestion: {q}\n"
+)
+
+
+def test_a_harmful_instruction_is_removed_by_a_drop_move(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "a.md").write_text(HARMFUL)
+
+    def score(changes, repeats=1):
+        text = changes.get("prompts/a.md") or HARMFUL
+        return 0.5 if "step by step" in text else 0.9
+
+    brief = _brief([]).model_copy(update={"traces": [_trace_with(HARMFUL)]})
+    prop = builtin.BuiltinAgent(train_score=score).propose(brief, tmp_path)
+    assert prop.failure is None
+    assert prop.rationale.startswith("[prompt:drop-")
+    after = (tmp_path / "prompts" / "a.md").read_text()
+    assert "step by step" not in after
+    # only that sentence went: the other instructions, the data lines and placeholders stay
+    assert "Answer the question from the entries." in after
+    assert "Answer with only the final answer." in after
+    assert "{entries}" in after and "{q}" in after
+
+
+def test_drop_moves_never_touch_data_lines_or_the_last_instruction() -> None:
+    assert builtin._instruction_sentences(HARMFUL) == [
+        "Answer the question from the entries.",
+        "Think it through step by step.",
+        "Answer with only the final answer.",
+    ]
+    only = "Answer the question below.\n\nQuestion: {q}\n"
+    assert [builtin._without(only, s) for s in builtin._instruction_sentences(only)] == [None]
+
+
+def _trace_with(prompt: str) -> dict:
+    return {
+        "id": "e1",
+        "inputs": {"q": "x"},
+        "label": "y",
+        "prediction": "z",
+        "score": 0.0,
+        "steps": [
+            {
+                "step": "a",
+                "update": json.dumps({"answer": "z"}),
+                "calls": [{"prompt": prompt, "output": "z", "temperature": 1.0}],
+            }
+        ],
+    }
+
+
+def test_a_sampling_step_gets_a_majority_vote_move(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "a.md").write_text(HARMFUL)
+    brief = _brief([]).model_copy(
+        update={
+            "level": "structure",
+            "traces": [_trace_with(HARMFUL)],
+            "cluster": Cluster(
+                step="a", cause="noise", level="structure", confidence=0.8, example_ids=["e1"]
+            ),
+        }
+    )
+    moves = dict(builtin.BuiltinAgent()._structure_moves(tmp_path, brief))
+    vote = moves["structure:majority_vote@a.answer"]["structure.yaml"]
+    assert "majority_vote" in vote and f"samples: {builtin.VOTE_SAMPLES}" in vote

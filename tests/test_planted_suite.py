@@ -78,3 +78,38 @@ def test_every_defect_has_ground_truth_and_its_fix_alone_changes_scores(name: st
         after = scores(variant(root, [*d.needs, d.id]), "train")
         changed = sum(before[i] != after[i] for i in before)
         assert changed, f"{name}: the fix of {d.id} (with {list(d.needs)}) changes no score"
+
+
+def test_visible_without_checks_needs_a_check_free_fix_that_repairs_alone() -> None:
+    """The bench's "an intervention can see the cause" subset: a parameter or noise defect whose
+    fix alone repairs the example; a prompt's content or a masked parameter is not visible."""
+    from ground_truth import Defect, GroundTruth
+
+    def d(i: str, level: str, kind: str) -> Defect:
+        return Defect(id=i, step="s", level=level, shows_at="s", kind=kind, description="")
+
+    ids = ["e1", "e2", "e3", "e4"]
+    zero = dict.fromkeys(ids, 0.0)
+    gt = GroundTruth(
+        tenant="t",
+        split="train",
+        defects=[
+            d("p", "parameter", "upstream"),
+            d("n", "structure", "noise (hard-coded)"),
+            d("c", "prompt", "content"),
+            d("m", "parameter", "masked"),
+        ],
+        baseline=zero,
+        full=dict.fromkeys(ids, 1.0),
+        # each example is caused by one defect
+        leave_out={
+            f: {**dict.fromkeys(ids, 1.0), e: 0.0} for f, e in zip("pncm", ids, strict=True)
+        },
+        alone={
+            "p": {**zero, "e1": 1.0},
+            "n": {**zero, "e2": 1.0},
+            "c": {**zero, "e3": 1.0},
+            "m": zero,  # its fix alone repairs nothing: another defect masks it
+        },
+    )
+    assert gt.visible_without_checks() == {"e1", "e2"}

@@ -45,6 +45,17 @@ class Defect:
     kind: str
     description: str
     needs: tuple[str, ...] = ()  # fixes without which this defect's failures cannot show
+    # Why the built-in agent (fixed moves, no LLM) is not expected to fix it; empty: it is. Such
+    # defects are still measured, and counted separately (issue 12 allows excluding content only
+    # an LLM could write).
+    builtin_excluded: str = ""
+
+    @property
+    def check_free(self) -> bool:
+        """Can an intervention that needs no checks.py show this defect? A parameter move sets a
+        declared parameter, a resample removes sampling noise; nothing but an oracle (checks.py)
+        or a reference model stands in for a prompt's or the code's missing content."""
+        return self.level == "parameter" or self.kind.startswith("noise")
 
 
 @dataclass
@@ -57,6 +68,23 @@ class GroundTruth:
     baseline: dict[str, float]
     full: dict[str, float]
     leave_out: dict[str, dict[str, float]] = field(default_factory=dict)
+    alone: dict[str, dict[str, float]] = field(default_factory=dict)  # only this fix applied
+
+    def visible_without_checks(self) -> set[str]:
+        """Failing examples one check-free intervention can show the cause of: a cause whose
+        kind such an intervention performs (`Defect.check_free`) and whose fix alone, on the
+        broken baseline, makes the example pass. The rest only recover when a second defect is
+        repaired too (a masked or a jointly needed fix) or need content an oracle supplies."""
+        causes = self.causes()
+        by_id = {d.id: d for d in self.defects}
+        return {
+            i
+            for i, ids in causes.items()
+            if self.baseline.get(i, 1.0) < FAIL_BELOW
+            and any(
+                by_id[f].check_free and self.alone.get(f, {}).get(i, 0.0) >= FAIL_BELOW for f in ids
+            )
+        }
 
     def caused_by(self, defect_id: str) -> list[str]:
         """Examples that pass with every fix and fail when only this defect's fix is left out."""
@@ -82,6 +110,7 @@ class GroundTruth:
             "full_mean": _mean(self.full),
             "leave_out_mean": {k: _mean(v) for k, v in self.leave_out.items()},
             "caused_by": {d.id: self.caused_by(d.id) for d in self.defects},
+            "visible_without_checks": sorted(self.visible_without_checks()),
         }
 
 
@@ -162,8 +191,11 @@ def scores(tenant: Tenant, split: str, *, concurrency: int = 8) -> dict[str, flo
     return dict(evaluate(tenant, split, use_cache=False, concurrency=concurrency).scores)
 
 
-def derive(root: Path, split: str = "train", settings: Settings | None = None) -> GroundTruth:
-    """Evaluate baseline, full fix and every leave-one-out on `split`."""
+def derive(
+    root: Path, split: str = "train", settings: Settings | None = None, *, alone: bool = False
+) -> GroundTruth:
+    """Evaluate baseline, full fix and every leave-one-out on `split` (and, with `alone`, every
+    fix on its own)."""
     defects = load_defects(root)
     ids = [d.id for d in defects]
     gt = GroundTruth(
@@ -175,6 +207,8 @@ def derive(root: Path, split: str = "train", settings: Settings | None = None) -
     )
     for d in defects:
         gt.leave_out[d.id] = scores(variant(root, [i for i in ids if i != d.id], settings), split)
+        if alone:
+            gt.alone[d.id] = scores(variant(root, [d.id], settings), split)
     return gt
 
 

@@ -10,6 +10,7 @@ Its rationale starts with a stable move id, so it never repeats a move listed in
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import re
@@ -30,6 +31,7 @@ from fapo.agents.base import (
     ReviewRequest,
     Verdict,
 )
+from fapo.noise import NOISY_REPEATS  # every move (and the incumbent) on the same repeat indexes
 
 #: Prompt remedies: id -> (instruction appended to the prompt, cause keywords it addresses).
 REMEDIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -56,9 +58,13 @@ HOP_QUERY_PROMPT = (
     "question.\nWork step by step: first find the intermediate entity named in the items "
     "already retrieved, then write a query naming that entity.\nRespond with only the query."
 )
-#: Evaluations per move when an implicated step samples at temperature > 0: every move (and the
-#: incumbent) is scored on the same repeat indexes, so they share their noise draws.
-NOISY_REPEATS = 3
+#: Samples of a majority-vote move. At a 20% chance per draw of a second-best answer, a vote errs
+#: 10% of the time over 3 samples, 6% over 5, 3% over 7 (binomial tails); on the examples the
+#: noise already broke (their first draw flipped) 18% over 5 and 10% over 7. Measured on the
+#: planted suite: a vote of 5 at a sampling query step left 2 of 5 such examples failing.
+VOTE_SAMPLES = 7
+#: Sentences of one prompt the built-in agent may try removing (one move each).
+MAX_DROPS = 8
 PARAM_HINTS = {
     "truncated": ("token", "length"),
     "length": ("token", "length"),
@@ -69,6 +75,31 @@ PARAM_HINTS = {
 
 TrainScore = Callable[..., float]  # (changes, repeats=1) -> mean train score
 Move = tuple[str, dict[str, str | None]]
+
+
+def _instruction_sentences(text: str) -> list[str]:
+    """Sentences of a prompt's instruction lines: lines without a placeholder that are neither
+    list items nor headings (a line ending in ':' introduces data, it instructs nothing)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or "{" in s or s.startswith(("-", "*", "#")) or s.endswith(":") or re.match(r"\d+[.)]", s):  # fmt: skip
+            continue
+        out += [p.strip() for p in re.split(r"(?<=[.!?])\s+", s) if len(p.split()) >= 3]
+    return out
+
+
+def _without(text: str, sentence: str) -> str | None:
+    """`text` with `sentence` removed (its line dropped when nothing else is on it); None when
+    nothing instructive would be left."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if sentence in line:
+            rest = " ".join(line.replace(sentence, "", 1).split())
+            lines[i] = (rest + "\n") if rest else ""
+            new = "".join(lines)
+            return new if _instruction_sentences(new) or rest else None
+    return None
 
 
 def _grid(spec: dict[str, Any]) -> list[Any]:
@@ -193,7 +224,7 @@ class BuiltinAgent:
     def _prompt_moves(self, ws: Path, brief: Brief) -> list[Move]:
         cause = (brief.cluster.cause if brief.cluster else "unexplained").lower()
         ranked = sorted(REMEDIES.items(), key=lambda kv: not any(k in cause for k in kv[1][1]))
-        moves = []
+        moves = self._drop_moves(ws, brief)
         for rel in self._step_prompts(ws, brief):
             text = (ws / rel).read_text(encoding="utf-8")
             for rid, (instruction, _) in ranked:
@@ -204,6 +235,23 @@ class BuiltinAgent:
                             {rel: text.rstrip("\n") + "\n\n" + instruction + "\n"},
                         )
                     )
+        return moves
+
+    def _drop_moves(self, ws: Path, brief: Brief) -> list[Move]:
+        """Remove one instruction sentence from an implicated prompt: an instruction can be the
+        defect (a "think step by step" that makes a step wander). Only instruction lines are
+        candidates — no placeholder, no list item, no heading — at most MAX_DROPS per prompt."""
+        moves: list[Move] = []
+        implicated: list[str] = []
+        for step in self._implicated(brief):
+            implicated += [p for p in self._prompts_of(ws, brief, step) if p not in implicated]
+        for rel in implicated or self._step_prompts(ws, brief):
+            text = (ws / rel).read_text(encoding="utf-8")
+            for sentence in _instruction_sentences(text)[:MAX_DROPS]:
+                new = _without(text, sentence)
+                if new is not None:
+                    sid = hashlib.sha256(sentence.encode()).hexdigest()[:8]
+                    moves.append((f"prompt:drop-{sid}@{rel}", {rel: new}))
         return moves
 
     def _param_moves(self, ws: Path, brief: Brief) -> list[Move]:
@@ -332,7 +380,7 @@ class BuiltinAgent:
                 for key in keys_of.get(tgt, [])[:1]:
                     add(
                         f"structure:majority_vote@{tgt}.{key}",
-                        {"kind": "majority_vote", "node": tgt, "key": key, "samples": 3},
+                        {"kind": "majority_vote", "node": tgt, "key": key, "samples": VOTE_SAMPLES},
                     )
         # Moves on the attributed step first: on a train-score tie (stable sort in `propose`) the
         # change at the broken step wins over a workaround elsewhere.
