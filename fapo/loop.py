@@ -130,9 +130,14 @@ class Run:
         self.summaries[(vid, split)] = summary
         return summary
 
-    def train_score(self, changes: dict[str, str | None], repeats: int = 1) -> float:
-        """For the built-in agent: mean train score of incumbent+changes (train only, metered)."""
-        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats).mean  # fmt: skip
+    def train_score(self, changes: dict[str, str | None], repeats: int = 1, ids: Sequence[str] | None = None) -> dict[str, float]:  # fmt: skip
+        """For the built-in agent: train score per example id of incumbent+changes on `ids` (all
+        of train when None), metered. gating: the incumbent itself at its recorded repeats is its
+        train evaluation's scores (same examples, same draws), without a call."""
+        own = self.summaries[(self.st.incumbent, "train")]  # gating:
+        if not changes and repeats == own.repeats:  # gating:
+            return {i: v for i, v in own.scores.items() if ids is None or i in ids}  # gating:
+        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats, ids=ids).scores  # fmt: skip
 
     # -- stages ------------------------------------------------------------------------------
     def _attribute(self, vid: str) -> rec.Attribution:
