@@ -188,8 +188,9 @@ class SuccessiveHalving:
     Rung sizes double from `first` examples (`rungs`). After each rung an arm leaves when it has
     gained nothing over the incumbent once it has seen `min_evidence` failures (or all of them):
     a move that repairs a share q of the failures shows no repair on m sampled ones with
-    probability at most (1 - q)^m (0.6% for q = 0.47, m = 8: demo-qa's k=6 at the parameter
-    level), and once all failures are scored no pass can add a gain, so the exit is then exact.
+    probability at most (1 - q)^m (0.4% for q = 1/2, m = 8: demo-qa's k=6 repairs 12 of the 24
+    failures at the parameter level), and once all failures are scored no pass can add a gain,
+    so the exit is then exact.
     Of the rest, the best 1/`eta` carry on (at least `keep`, ties in arm order), plus the best
     favoured arm. Survivors are scored on all of train.
     """
