@@ -1,11 +1,13 @@
-"""Racing candidate moves on growing train minibatches: the incumbent's failures first, the
-promising half carries on, only finalists are scored on all of train (successive halving).
+"""Racing candidate moves on growing train minibatches: a screen on the incumbent's failures,
+then successive halving on stratified estimates, only finalists scored on all of train.
 
 A move can only gain on an example the incumbent fails, and can only lose on one it passes. So a
-race scores every arm on a seeded sample of the failures first, cuts the field at each rung
-(rung sizes double), and checks the few that are left for regressions on the passes. Every arm
-is compared with the incumbent on the same examples (and, inside the scorer, the same repeat
-indexes, so the same noise draws). `Exhaustive` is the old behaviour: every arm on all of train.
+race screens every arm on a seeded sample of the failures (an arm that repairs none of them
+leaves), then lets the rest run on doubling rungs that add failures and passes in proportion,
+keeping the best half by estimated gain on all of train, until the survivors are scored on all
+of it. Every arm is compared with the incumbent on the same examples (and, inside the scorer,
+the same repeat indexes, so the same noise draws). `Exhaustive` is the old behaviour: every arm
+on all of train.
 """
 
 from __future__ import annotations
@@ -123,79 +125,93 @@ class Race(Protocol):
 
 
 class _Tally:
-    """Running sums per arm over the examples scored so far (the same examples for all)."""
+    """Running sums per arm over the examples scored so far (the same examples for all), kept
+    apart for the incumbent's failures and its passes."""
 
     def __init__(self, arms: Sequence[str], incumbent: Mapping[str, float]) -> None:
         self.inc = incumbent
         self.sum = dict.fromkeys(arms, 0.0)
-        self.base = dict.fromkeys(arms, 0.0)
-        self.n = dict.fromkeys(arms, 0)
+        self.gain_f = dict.fromkeys(arms, 0.0)  # summed gain on the incumbent's failures
+        self.gain_p = dict.fromkeys(arms, 0.0)  # summed gain (<= 0) on its passes
+        self.n_f = dict.fromkeys(arms, 0)
+        self.n_p = dict.fromkeys(arms, 0)
         self.evaluations = 0
 
     def add(self, arm: str, ids: Sequence[str], got: Mapping[str, float]) -> None:
         missing = [i for i in ids if i not in got]
         if missing:
             raise ValueError(f"the scorer returned no score for {missing[0]} (arm {arm})")
-        self.sum[arm] += sum(got[i] for i in ids)
-        self.base[arm] += sum(self.inc[i] for i in ids)
-        self.n[arm] += len(ids)
+        for i in ids:
+            self.sum[arm] += got[i]
+            if self.inc[i] < 1.0:
+                self.gain_f[arm] += got[i] - self.inc[i]
+                self.n_f[arm] += 1
+            else:
+                self.gain_p[arm] += got[i] - self.inc[i]
+                self.n_p[arm] += 1
         self.evaluations += len(ids)
 
-    def gain(self, arm: str) -> float:
-        """Summed gain over the incumbent on the arm's examples (ranking key: same examples)."""
-        return self.sum[arm] - self.base[arm]
+    def estimate(self, arm: str, share_f: float) -> float:
+        """Stratified estimate of the arm's mean gain on all of train: the mean gain on the
+        failures and on the passes scored so far, weighted by their shares of train."""
+        f = self.gain_f[arm] / self.n_f[arm] if self.n_f[arm] else 0.0
+        p = self.gain_p[arm] / self.n_p[arm] if self.n_p[arm] else 0.0
+        return share_f * f + (1.0 - share_f) * p
 
     def standing(self, arm: str, dropped: Dropped | None) -> Standing:
-        n = self.n[arm]
-        mean = self.sum[arm] / n if n else 0.0
-        return Standing(arm, n, mean, self.gain(arm) / n if n else 0.0, dropped)
+        n = self.n_f[arm] + self.n_p[arm]
+        if not n:
+            return Standing(arm, 0, 0.0, 0.0, dropped)
+        gain = (self.gain_f[arm] + self.gain_p[arm]) / n
+        return Standing(arm, n, self.sum[arm] / n, gain, dropped)
 
 
-def rungs(failures: int, total: int, first: int) -> list[int]:
-    """Examples scored after each rung: doubling from `first` through the failures, a rung
-    boundary where the failures end, then doubling again through the passes."""
+def rungs(screen: int, total: int) -> list[int]:
+    """Examples scored after each rung: the screen, then doubling until all of train."""
     out: list[int] = []
-    b = max(1, first)
-    while b < failures:
-        out.append(b)
-        b *= 2
-    if failures:
-        out.append(failures)
-    b = max(failures * 2, first)
+    b = max(screen, 1)
     while b < total:
         out.append(b)
         b *= 2
-    if total and (not out or out[-1] != total):
+    if total:
         out.append(total)
     return out
 
 
-def failures_first(incumbent: Mapping[str, float], seed: int) -> tuple[list[str], int]:
-    """Train ids in race order: the incumbent's failures, then its passes, each seeded-shuffled
-    from sorted ids (the same order on a resumed run); and how many failures lead."""
+def race_order(incumbent: Mapping[str, float], seed: int, screen: int) -> tuple[list[str], int]:
+    """Train ids in race order and the screen's size: `screen` of the incumbent's failures
+    first, then the other failures and the passes interleaved in proportion, each group
+    seeded-shuffled from sorted ids (so a resumed run races in the same order)."""
     rng = random.Random(seed)
     fail = sorted(i for i, v in incumbent.items() if v < 1.0)
     ok = sorted(i for i, v in incumbent.items() if v >= 1.0)
     rng.shuffle(fail)
     rng.shuffle(ok)
-    return fail + ok, len(fail)
+    head, rest = fail[: min(screen, len(fail))], fail[screen:]
+    keyed = [((k + 0.5) / len(rest), 0, i) for k, i in enumerate(rest)]
+    keyed += [((k + 0.5) / len(ok), 1, i) for k, i in enumerate(ok)]
+    return head + [i for _, _, i in sorted(keyed)], len(head)
 
 
 @dataclass(frozen=True)
 class SuccessiveHalving:
-    """Failures-first successive halving.
+    """Successive halving behind a screen on the incumbent's failures.
 
-    Rung sizes double from `first` examples (`rungs`). After each rung an arm leaves when it has
-    gained nothing over the incumbent once it has seen `min_evidence` failures (or all of them):
-    a move that repairs a share q of the failures shows no repair on m sampled ones with
-    probability at most (1 - q)^m (0.4% for q = 1/2, m = 8: demo-qa's k=6 repairs 12 of the 24
-    failures at the parameter level), and once all failures are scored no pass can add a gain,
-    so the exit is then exact.
-    Of the rest, the best 1/`eta` carry on (at least `keep`, ties in arm order), plus the best
-    favoured arm. Survivors are scored on all of train.
+    Screen: every arm is scored on `min_evidence` of the incumbent's failures (all of them if
+    fewer), and an arm that gained nothing there leaves. A move that repairs a share q of the
+    failures shows no repair on m sampled ones with probability at most (1 - q)^m (0.4% for
+    q = 1/2, m = 8: demo-qa's k=6 repairs 12 of the 24 failures at the parameter level); once
+    all failures are scored no pass can add a gain, so the exit is then exact. Passes are not in
+    the screen: a move can only lose on them.
+
+    Halving: the rungs double, each adding the remaining failures and the passes in proportion.
+    After each rung the arms are ranked by a stratified estimate of their gain on all of train
+    (mean gain on the failures scored and on the passes scored, weighted by their shares of
+    train, so a move that repairs a few failures but breaks passes ranks low), and the best
+    1/`eta` carry on (at least `keep`, ties in arm order), plus the best favoured arm. Arms are
+    never cut on failures alone while train has passes. Survivors are scored on all of train.
     """
 
-    first: int = 8
     eta: float = 2.0
     keep: int = 1
     min_evidence: int = 8
@@ -210,11 +226,16 @@ class SuccessiveHalving:
         favoured: Collection[str] = (),
         on_scored: OnScored | None = None,
     ) -> RaceResult:
-        order, n_fail = failures_first(incumbent, self.seed)
+        order, screen = race_order(incumbent, self.seed, self.min_evidence)
+        n_fail = sum(1 for v in incumbent.values() if v < 1.0)
+        share_f = n_fail / len(order) if order else 0.0
         tally = _Tally(arms, incumbent)
-        alive = list(arms)
         out: dict[str, Standing] = {}
-        sizes = rungs(n_fail, len(order), self.first)
+        alive = list(arms)
+        if not n_fail:  # the incumbent solves all of train: no move can gain anything
+            out = {a: tally.standing(a, Dropped.NO_GAIN) for a in arms}
+            alive = []
+        sizes = rungs(screen, len(order)) if alive else []
         start = 0
         for size in sizes:
             batch = order[start:size]
@@ -223,12 +244,11 @@ class SuccessiveHalving:
             start = size
             if size >= len(order):
                 break
-            seen_fail = min(size, n_fail)
-            if seen_fail >= min(self.min_evidence, n_fail):
-                for arm in [a for a in alive if tally.gain(a) <= 0]:
-                    out[arm] = tally.standing(arm, Dropped.NO_GAIN)
-                alive = [a for a in alive if tally.gain(a) > 0]
-            alive = self._cut(alive, tally, favoured, out)
+            for arm in [a for a in alive if tally.gain_f[a] <= 0]:
+                out[arm] = tally.standing(arm, Dropped.NO_GAIN)
+            alive = [a for a in alive if tally.gain_f[a] > 0]
+            if size > screen or n_fail == len(order):
+                alive = self._cut(alive, tally, share_f, favoured, out)
             if on_scored:
                 on_scored(len(out), len(arms))
             if not alive:
@@ -248,12 +268,17 @@ class SuccessiveHalving:
         )
 
     def _cut(
-        self, alive: list[str], tally: _Tally, favoured: Collection[str], out: dict[str, Standing]
+        self,
+        alive: list[str],
+        tally: _Tally,
+        share_f: float,
+        favoured: Collection[str],
+        out: dict[str, Standing],
     ) -> list[str]:
-        """The best 1/eta of `alive` by summed gain (stable: ties keep the arms' order), at
+        """The best 1/eta of `alive` by estimated gain (stable: ties keep the arms' order), at
         least `keep`, plus the best favoured arm if it was cut."""
         n_keep = max(self.keep, math.ceil(len(alive) / self.eta))
-        ranked = sorted(alive, key=lambda a: -tally.gain(a))
+        ranked = sorted(alive, key=lambda a: -tally.estimate(a, share_f))
         kept = ranked[:n_keep]
         fav = next((a for a in ranked if a in favoured), None)
         if fav is not None and fav not in kept:
