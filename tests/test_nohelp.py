@@ -38,3 +38,24 @@ def test_label_noise_stops_with_the_reason(tmp_path, monkeypatch, gating: str) -
         assert calls <= P6_CALLS, calls
     else:  # the same decisions, paid by scoring every move on all 80 train examples
         assert calls > P6_CALLS, calls
+
+
+def test_nothing_helps_needs_every_level_and_an_acceptance_resets_it() -> None:
+    from fapo.records import DecisionRecord, ProposalFailure, ProposalRecord
+    from fapo.stop import LoopState, NothingHelps, note_proposal
+
+    def prop(level: str, kind: ProposalFailure | None) -> ProposalRecord:
+        fail = None if kind is None else f"no {level} move improves the train score"
+        return ProposalRecord(variant="v", parent="v000", level=level, cluster=None, changes=[], deleted=[], stray=[], outside=[], rationale="", failure=fail, failure_kind=kind)  # fmt: skip
+
+    invalid = DecisionRecord(variant="v", status=Status.INVALID, reason="x")
+    accepted = DecisionRecord(variant="v", status=Status.ACCEPTED, reason="x")
+    cond, st = NothingHelps(("prompt", "parameter")), LoopState("v000", 0.0)
+    note_proposal(st, "prompt", prop("prompt", ProposalFailure.NO_IMPROVEMENT), invalid)
+    note_proposal(st, "parameter", prop("parameter", ProposalFailure.NOTHING_LEFT), invalid)
+    assert cond(st) is None  # nothing left to try is not evidence that nothing helps
+    note_proposal(st, "parameter", prop("parameter", ProposalFailure.NO_IMPROVEMENT), invalid)
+    stop = cond(st)
+    assert stop is not None and stop.kind is StopKind.NO_HELP
+    note_proposal(st, "parameter", prop("parameter", None), accepted)
+    assert cond(st) is None and st.barren == {}
