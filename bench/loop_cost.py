@@ -1,30 +1,63 @@
-"""3. Loop cost: task-model calls and tokens `fapo run demo-qa` spends to reach its final score with
-the call cache on (starting cold) divided by the same run with `--no-cache`. Target <= 0.5.
+"""3. Loop cost (P3, P6): task-model calls `fapo run` spends with gated moves against today's loop,
+side by side in one run, on demo-qa, demo-instructions, the planted suite and the no-help tenant.
 
-Also reports cost per accepted improvement, where the calls go (stage by stage, from the run's
-event log), and a re-run on the warm cache.
+"Today" is main at b3f3121, the commit before gating, extracted with `git archive` into the
+scratch folder and put first on the child's PYTHONPATH (`--today off` uses this tree with
+FAPO_GATING=off instead, for a checkout without git history). Both sides run `fapo run TENANT
+--agent builtin` in fresh processes, each in its own project with a cold call cache (the default,
+cache on), with the tenant's default budget. Calls are `run.json` `spent.calls` (task-model calls
+actually issued); calls by stage come from the event log. Target P3: the same final val and test
+with <= 0.5x today's calls; P6: the no-help tenant stops with kind `no_help` within 1,000 calls.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import FAPO, Row, copy_tenant, emit, parser, project, run_child, tempdir  # noqa: E402
+from _common import FAPO, REPO, Row, emit, env, parser, project, tempdir  # noqa: E402
 
 TARGET = 0.5
+P6_CALLS = 1000
+TODAY = "b3f3121"
+DEMOS = ("demo-qa", "demo-instructions")
+PLANTED = REPO / "bench" / "planted"
 
 
-def _run(root: Path, run_id: str, *extra: str) -> dict:
-    t = run_child([*FAPO, "run", "demo-qa", "--json", "--run-id", run_id, *extra], root)
-    info = json.loads((root / "runs" / "demo-qa" / run_id / "run.json").read_text())
-    info["wall_s"] = t.wall_s
-    info["stages"] = _stages(root / "runs" / "demo-qa" / run_id / "events.jsonl")
-    return info
+def planted_names() -> list[str]:
+    return sorted(p.name for p in PLANTED.iterdir() if (p / "tenant.yaml").is_file())
+
+
+def _copy(name: str, root: Path) -> None:
+    """The tenant in a scratch project (planted ones without their answers)."""
+    dest = root / "tenants" / name
+    if name == "nohelp":
+        sys.path.insert(0, str(REPO / "tests"))
+        from nohelp_tenant import write
+
+        write(root / "tenants")
+        return
+    src = REPO / "tenants" / name if name in DEMOS else PLANTED / name
+    skip = shutil.ignore_patterns("__pycache__", "fixes", "defects.yaml")
+    shutil.copytree(src, dest, ignore=skip)
+
+
+def _today_code(root: Path, ref: str) -> Path:
+    """Today's `fapo` package, extracted from git (no worktree metadata is written)."""
+    dest = root / f"fapo-{ref}"
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref, "fapo"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def _stages(events: Path) -> dict[str, int]:
@@ -43,62 +76,115 @@ def _stages(events: Path) -> dict[str, int]:
     return dict(out)
 
 
-def measure() -> list[Row]:
-    root = project(tempdir("loop"))
-    copy_tenant("demo-qa", root)
-    on = _run(root, "cache-on")
-    off = _run(root, "cache-off", "--no-cache")
-    warm = _run(root, "cache-warm")
-    s_on, s_off, s_warm = on["spent"], off["spent"], warm["spent"]
-    tok = lambda s: s["input_tokens"] + s["output_tokens"]  # noqa: E731
-    ratio = s_on["calls"] / s_off["calls"]
-    same = on["val"] == off["val"] and on["best"] == off["best"]
-    acc = max(len(on["accepted"]), 1)
-    stages = ", ".join(f"{k} {v}" for k, v in on["stages"].items() if v)
-    hits = s_on["cache_hits"]
-    return [
-        Row(
-            "final score (cache on / off)",
-            f"val {on['val'][on['best']]:.3f} / {off['val'][off['best']]:.3f}",
-            "same",
-            same,
-            note=f"best {on['best']}, accepted {on['accepted']}; stop: {on['stop_reason']}",
-        ),
-        Row(
-            "calls cache on / off",
-            f"{s_on['calls']} / {s_off['calls']} = {ratio:.3f}",
-            f"<= {TARGET}",
-            ratio <= TARGET,
-            note=f"{hits} cache hits; every other call had a key never seen before in the run, "
-            f"so {s_on['calls'] / s_off['calls']:.3f} is the floor for an exact-match cache; "
-            f"calls by stage (cache on): {stages}",
-        ),
-        Row(
-            "tokens cache on / off",
-            f"{tok(s_on)} / {tok(s_off)} = {tok(s_on) / tok(s_off):.3f}",
-            "(info)",
-        ),
-        Row("wall cache on / off", f"{on['wall_s']:.1f} s / {off['wall_s']:.1f} s", "(info)"),
-        Row(
-            "cost per accepted improvement",
-            f"{s_on['calls'] / acc:.0f} calls, "
-            f"{tok(s_on) / acc:.0f} tokens, ${s_on['usd'] / acc:.4f}",
-            "(info)",
-            note="cache on; the simulator is free, so USD is 0 here by construction",
-        ),
-        Row(
-            "re-run on the warm cache: calls",
-            f"{s_warm['calls']}",
-            "(info)",
-            note=f"{s_warm['cache_hits']} hits; same best: {warm['best'] == on['best']}",
-        ),
-    ]
+def _run(name: str, root: Path, extra_env: dict[str, str]) -> dict:
+    project(root)
+    _copy(name, root)
+    e = {**env(), **extra_env}
+    cmd = [*FAPO, "run", name, "--agent", "builtin", "--json", "--run-id", "r"]
+    proc = subprocess.run(cmd, cwd=root, env=e, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name}: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    rdir = root / "runs" / name / "r"
+    info = json.loads((rdir / "run.json").read_text())
+    events = [json.loads(x) for x in (rdir / "events.jsonl").read_text().splitlines()]
+    stop = next((x["data"] for x in events if x["kind"] == "stopped"), {})
+    best = info["best"]
+    return {
+        "calls": info["spent"]["calls"],
+        "val": info["val"][best],
+        "test": info["test"][best],
+        "best": best,
+        "accepted": info["accepted"],
+        "stop_kind": stop.get("kind", ""),
+        "stop": info.get("stop_reason", ""),
+        "stages": _stages(rdir / "events.jsonl"),
+    }
+
+
+def measure(tenants: list[str], today: str) -> tuple[list[Row], dict]:
+    tmp = tempdir("loop")
+    if today == "off":
+        old = {"PYTHONPATH": env()["PYTHONPATH"], "FAPO_GATING": "off"}
+        label = "this tree, FAPO_GATING=off"
+    else:
+        code = _today_code(tmp, today)
+        old = {"PYTHONPATH": os.pathsep.join([str(code), str(REPO)]), "FAPO_GATING": "off"}
+        label = f"main at {today}"
+    rows: list[Row] = []
+    raw: dict[str, dict] = {}
+    sums = {"today": 0, "gated": 0}
+    for k, name in enumerate(tenants):
+        # alternate which side runs first (the figures are calls, but keep the habit)
+        sides = [("today", old), ("gated", {"FAPO_GATING": "on"})]
+        got = {}
+        for side, extra in sides if k % 2 == 0 else sides[::-1]:
+            got[side] = _run(name, tmp / f"{name}-{side}", extra)
+        a, b = got["today"], got["gated"]
+        raw[name] = got
+        ratio = b["calls"] / a["calls"] if a["calls"] else 0.0
+        same = (round(a["val"], 6), round(a["test"], 6)) == (
+            round(b["val"], 6),
+            round(b["test"], 6),
+        )
+        prop = (a["stages"].get("proposal", 0), b["stages"].get("proposal", 0))
+        note = (
+            f"val {a['val']:.3f} / {b['val']:.3f}, test {a['test']:.3f} / {b['test']:.3f}; "
+            f"accepted {a['accepted']} / {b['accepted']}; proposal calls {prop[0]} / {prop[1]}; "
+            f"stop {a['stop_kind']} / {b['stop_kind']}"
+        )
+        if name == "nohelp":
+            ok = b["stop_kind"] == "no_help" and b["calls"] <= P6_CALLS
+            rows.append(
+                Row(
+                    "P6 nohelp (label noise, n_train 80): calls today / gated",
+                    f"{a['calls']} / {b['calls']} = {ratio:.3f}",
+                    f"<= {P6_CALLS}, kind no_help",
+                    ok,
+                    note=note + f"; reason: {b['stop'][:160]}…",
+                )
+            )
+            continue
+        sums["today"] += a["calls"]
+        sums["gated"] += b["calls"]
+        rows.append(
+            Row(
+                f"P3 {name}: calls today / gated",
+                f"{a['calls']} / {b['calls']} = {ratio:.3f}",
+                f"<= {TARGET}, same val+test",
+                same and ratio <= TARGET,
+                note=note,
+            )
+        )
+    if sums["today"]:
+        rows.append(
+            Row(
+                "P3 all P3 tenants together: calls today / gated",
+                f"{sums['today']} / {sums['gated']} = {sums['gated'] / sums['today']:.3f}",
+                "(info)",
+                note=f"today = {label}",
+            )
+        )
+    return rows, raw
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--tenants", help="comma-separated (default: the demos, the planted suite, nohelp)"
+    )
+    p.add_argument("--today", default=TODAY, help=f"git ref of today's loop, or 'off' ({TODAY})")
+    p.add_argument("--raw", type=Path, help="also write every run's figures to this JSON file")
     a = p.parse_args()
-    emit("3. Loop cost (fapo run demo-qa, built-in agent)", measure(), a.json)
+    if a.tenants:
+        tenants = a.tenants.split(",")
+    elif a.quick:
+        tenants = [*DEMOS, "nohelp"]
+    else:
+        tenants = [*DEMOS, *planted_names(), "nohelp"]
+    rows, raw = measure(tenants, a.today)
+    emit("3. Loop cost (fapo run, built-in agent): today / gated", rows, a.json)
+    if a.raw:
+        a.raw.write_text(json.dumps(raw, indent=2))
 
 
 if __name__ == "__main__":

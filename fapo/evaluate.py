@@ -291,15 +291,16 @@ async def aevaluate(
     on_progress: Callable[[int, int], None] | None = None,
     callbacks: Sequence[Any] = (),
     variant: str | None = None,
-    only: Collection[str] | None = None,
+    ids: Collection[str] | None = None,
 ) -> EvalSummary:
     """Evaluate `tenant` (a variant) on `split`. See module docstring.
 
     `callbacks`: LangChain callback handlers that receive every example's graph run, labelled
     (run name `fapo:<tenant>`, tags tenant/variant/split, metadata with the example id and
     repeat); LangSmith joins through its own environment variables. `variant` names the variant
-    in those labels (default: `fp-` and the first 8 characters of its fingerprint). `only`: the
-    ids to evaluate (a look of sequential acceptance, `fapo.sequential`), all when None."""
+    in those labels (default: `fp-` and the first 8 characters of its fingerprint). `ids`: only
+    these examples of the split (the built-in agent's minibatches, `fapo.racing`; a look of
+    sequential acceptance, `fapo.sequential`), all when None."""
     concurrency = concurrency or tenant.spec.concurrency or tenant.settings.defaults.concurrency
     own_cache = None
     if cache is None and use_cache:
@@ -314,7 +315,8 @@ async def aevaluate(
     path = tenant.data_path(split)
     total = count_rows(path) if path.is_file() else 0
     total = min(total, limit) if limit is not None else total
-    total = min(total, len(only)) if only is not None else total
+    only = None if ids is None else frozenset(ids)  # gating: a minibatch of the split
+    total = total if only is None else min(total, len(only))
     jobs = (
         (i, ex, r)
         for i, ex in enumerate(tenant.examples(split))

@@ -37,7 +37,7 @@ from fapo.propose import RULES, Incumbent, changes_of, history_entry, propose
 from fapo.review import LeakIndex, review_candidate
 from fapo.run_setup import RunOptions
 from fapo.settings import Settings
-from fapo.stop import LoopState, StopCondition, default_stop
+from fapo.stop import LoopState, StopCondition, default_stop, note_proposal
 from fapo.tenant import Tenant, load_tenant
 
 R = TypeVar("R", bound=rec.Record)
@@ -68,7 +68,7 @@ class Run:
         self.seed = spec.seed if options.seed is None else options.seed
         self.acceptance = acceptance or seq.GroupSequential(spec.acceptance, seed=self.seed)  # sequential:  # fmt: skip
         self.policy = escalation or LadderPolicy(tuple(spec.levels()), spec.escalation)
-        self.stop = default_stop(spec.target_score, self.budget, *stop)
+        self.stop = default_stop(spec.target_score, self.budget, *stop, levels=spec.levels())  # gating: levels  # fmt: skip
         self.agent_kind = agent.name if agent else setup.agent_kind(tenant, options)
         self._agent = agent or setup.cli_agent_now(self)  # [sandbox] refuse before any work
         self.callbacks: list[obs.Callback] = [*callbacks, *([obs.ReportWriter()] if report else [])]
@@ -133,9 +133,13 @@ class Run:
         self.summaries[(vid, tag)] = summary
         return summary
 
-    def train_score(self, changes: dict[str, str | None], repeats: int = 1) -> float:
-        """For the built-in agent: mean train score of incumbent+changes (train only, metered)."""
-        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats).mean  # fmt: skip
+    def train_score(self, changes: dict[str, str | None], repeats: int = 1, ids: Sequence[str] | None = None) -> dict[str, float]:  # fmt: skip
+        """For the built-in agent: train score per example of incumbent+changes on `ids` (all of
+        train when None), metered; the incumbent at its recorded repeats costs no call (gating)."""
+        own = self.summaries[(self.st.incumbent, "train")]  # gating: same examples, same draws
+        if not changes and repeats == own.repeats:  # gating:
+            return {i: v for i, v in own.scores.items() if ids is None or i in ids}  # gating:
+        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats, ids=ids).scores  # fmt: skip
 
     # -- stages ------------------------------------------------------------------------------
     def _attribute(self, vid: str) -> rec.Attribution:
@@ -265,6 +269,7 @@ class Run:
         write_json(self.vdir(vid) / "decision.json", decision.model_dump(mode="json", exclude_none=True))  # fmt: skip
         self._notify(obs.Decided(decision=decision))
         self.history.append(history_entry(prop, decision))
+        note_proposal(st, level.level, prop, decision)  # gating: evidence for NothingHelps
         if decision.accepted:
             st.incumbent = vid
             st.accepted.append(vid)

@@ -304,6 +304,7 @@ class StopKind(StrEnum):
     BUDGET = "budget"
     NO_FAILURES = "no_failures"
     LEVELS_EXHAUSTED = "levels_exhausted"
+    NO_HELP = "no_help"  # no move at any permitted level gained on train (fapo.stop.NothingHelps)
     CUSTOM = "custom"
 
 

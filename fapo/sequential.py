@@ -358,7 +358,7 @@ def eval_look(
     def go() -> EvalRecord:
         run._notify(obs.EvalStarted(variant=vid, split=f"val (look {look}, {len(wanted)} examples)"))  # fmt: skip
         reps = draws or run.tenant.spec.acceptance.repeats
-        s = run._evaluate(run.variants[vid], "val", out_dir=out, repeats=reps, only=wanted)
+        s = run._evaluate(run.variants[vid], "val", out_dir=out, repeats=reps, ids=wanted)
         if run.cache is not None:
             run.cache.flush()
         return EvalRecord(mean=s.mean, n=s.n, calls=s.calls, errors=s.errors)

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from fapo.budget import Budget
-from fapo.records import Attribution, Stop, StopKind
+from fapo.records import (
+    Attribution,
+    DecisionRecord,
+    Level,
+    ProposalFailure,
+    ProposalRecord,
+    Stop,
+    StopKind,
+)
 
 
 @dataclass
@@ -28,6 +36,26 @@ class LoopState:
     fresh: bool = True  # the next candidate has not been proposed in an earlier session
     attribution: Attribution | None = None  # the incumbent's, once attributed this round
     levels_exhausted: str | None = None  # the escalation policy's reason, once it gave up
+    # Levels whose proposal found no move that gains on train over the current incumbent, with
+    # the proposal's account (reset by an acceptance); and what interventions saw of the failures.
+    barren: dict[str, str] = field(default_factory=dict)
+    unrepaired: tuple[int, int] = (0, 0)  # (probed failures no intervention repaired, probed)
+
+
+def note_proposal(
+    state: LoopState, level: Level, prop: ProposalRecord, decision: DecisionRecord
+) -> None:
+    """Keep the evidence `NothingHelps` reads: called by the loop after every decision, while
+    `state.attribution` is still the round's (a resumed run replays the same records)."""
+    if decision.accepted:
+        state.barren = {}
+        return
+    if prop.failure_kind is ProposalFailure.NO_IMPROVEMENT:
+        state.barren[level] = prop.failure or ""
+    verdicts = ((state.attribution and state.attribution.interventions) or {}).get("verdicts", {})
+    if isinstance(verdicts, dict) and verdicts:
+        none = sum(1 for v in verdicts.values() if isinstance(v, dict) and v.get("step") is None)
+        state.unrepaired = (none, len(verdicts))
 
 
 @runtime_checkable
@@ -43,6 +71,33 @@ class LevelsExhausted:
         if state.levels_exhausted is None:
             return None
         return Stop(kind=StopKind.LEVELS_EXHAUSTED, message=state.levels_exhausted)
+
+
+@dataclass(frozen=True)
+class NothingHelps:
+    """Every permitted level's proposal found no move that gains on train over the current
+    incumbent (the built-in agent's gated moves: none repaired any sampled failure): no change
+    the agent can make helps, so stop with that reason rather than "levels exhausted"."""
+
+    levels: tuple[Level, ...]
+
+    def __call__(self, state: LoopState) -> Stop | None:
+        if state.attribution is not None or not self.levels:
+            return None
+        if any(level not in state.barren for level in self.levels):
+            return None
+        none, probed = state.unrepaired
+        why = "; ".join(f"{lv}: {state.barren[lv]}" for lv in self.levels)
+        seen = (
+            f"; no intervention repaired any of the {probed} probed failures"
+            if probed and none == probed
+            else ""
+        )
+        return Stop(
+            kind=StopKind.NO_HELP,
+            message="nothing can help: no move at any permitted level gains on train"
+            f"{seen} (label noise or a target the chain cannot reach?) — {why}",
+        )
 
 
 @dataclass(frozen=True)
@@ -99,8 +154,17 @@ class AnyOf:
         return None
 
 
-def default_stop(target: float | None, budget: Budget, *extra: StopCondition) -> AnyOf:
-    """The built-in conditions, then the caller's."""
+def default_stop(
+    target: float | None, budget: Budget, *extra: StopCondition, levels: Sequence[Level] = ()
+) -> AnyOf:
+    """The built-in conditions, then the caller's. `levels`: the permitted ones (NothingHelps)."""
     return AnyOf(
-        (LevelsExhausted(), TargetReached(target), BudgetSpent(budget), NoFailuresLeft(), *extra)
+        (
+            NothingHelps(tuple(levels)),
+            LevelsExhausted(),
+            TargetReached(target),
+            BudgetSpent(budget),
+            NoFailuresLeft(),
+            *extra,
+        )
     )

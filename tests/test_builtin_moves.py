@@ -104,9 +104,9 @@ def test_moves_are_scored_with_repeats_when_the_step_samples(
     (tmp_path / "prompts" / "a.md").write_text("Write it down now please.\n{q}\n")
     seen: list[int] = []
 
-    def score(changes, repeats=1):
+    def score(changes, repeats=1, ids=None):
         seen.append(repeats)
-        return 0.9 if changes else 0.5
+        return {i: 0.9 if changes else 0.5 for i in ids or ("e1", "e2")}
 
     agent = builtin.BuiltinAgent(train_score=score)
     prop = agent.propose(_brief([], temperature), tmp_path)
@@ -117,7 +117,7 @@ def test_moves_are_scored_with_repeats_when_the_step_samples(
 def test_a_rejected_move_is_rescored_after_an_acceptance(tmp_path: Path) -> None:
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "a.md").write_text("Write it down now please.\n{q}\n")
-    agent = builtin.BuiltinAgent(train_score=lambda ch, repeats=1: 0.9 if ch else 0.5)
+    agent = builtin.BuiltinAgent(train_score=lambda ch, repeats=1, ids=None: {})
     mid = "prompt:only-answer@prompts/a.md"
     rejected = {"rationale": f"[{mid}] x", "outcome": "rejected"}
     accepted = {"rationale": "[param:k=3] y", "outcome": "accepted"}
@@ -136,9 +136,9 @@ def test_a_harmful_instruction_is_removed_by_a_drop_move(tmp_path: Path) -> None
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "a.md").write_text(HARMFUL)
 
-    def score(changes, repeats=1):
+    def score(changes, repeats=1, ids=None):
         text = changes.get("prompts/a.md") or HARMFUL
-        return 0.5 if "step by step" in text else 0.9
+        return {i: 0.5 if "step by step" in text else 0.9 for i in ids or ("e1", "e2")}
 
     brief = _brief([]).model_copy(update={"traces": [_trace_with(HARMFUL)]})
     prop = builtin.BuiltinAgent(train_score=score).propose(brief, tmp_path)

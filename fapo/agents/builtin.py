@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from fapo import racing
 from fapo.agents.base import (
     AgentUsage,
     AttributionAnswer,
@@ -73,7 +74,7 @@ PARAM_HINTS = {
     "passage": ("k", "top", "depth"),
 }
 
-TrainScore = Callable[..., float]  # (changes, repeats=1) -> mean train score
+TrainScore = racing.TrainScore  # (changes, repeats=1, ids=None) -> score per train example id
 Move = tuple[str, dict[str, str | None]]
 
 
@@ -140,6 +141,8 @@ class BuiltinAgent:
     """Deterministic proposer. `train_score(changes)` -> mean train score of incumbent+changes."""
 
     name = "builtin"
+    #: Progress inside a proposal: (moves whose race is over, moves raced); set by the engine.
+    on_scored: racing.OnScored | None = None
 
     def __init__(
         self,
@@ -415,11 +418,20 @@ class BuiltinAgent:
         scored = []
         repeats = NOISY_REPEATS if self._noisy(brief) else 1
         if self.train_score is not None:
-            if repeats > 1:  # the incumbent on the same draws as the moves
-                base = self.train_score({}, repeats=repeats)
-            for mid, changes in moves:
-                scored.append((self.train_score(changes, repeats=repeats), mid, changes))
-            scored.sort(key=lambda x: -x[0])
+            # gating: moves race on train minibatches (fapo/racing.py); finalists, on all of train,
+            # come back best first, compared with the incumbent on the same examples and draws.
+            favoured = {m for m, _ in moves if self._at_cause(m, workspace, brief)}
+            race, scored = racing.race_moves(
+                moves, self.train_score, repeats, favoured=favoured, on_scored=self.on_scored
+            )
+            base = race.base
+            if not scored:
+                return Proposal(
+                    invocations=[inv.model_copy(update={"final_text": race.summary()})],
+                    failure=f"no {brief.level} move improves the train score {base:.3f} "
+                    f"({race.summary()})",
+                    failure_kind=ProposalFailure.NO_IMPROVEMENT,
+                )
             best, mid, changes = scored[0]
             # A move at what attribution implicated (the step's own prompt, a parameter whose move
             # repaired failures, a transform at the step) wins when it earns at least half of the
@@ -436,8 +448,9 @@ class BuiltinAgent:
                     ),
                     failure_kind=ProposalFailure.NO_IMPROVEMENT,
                 )
-            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves scored on train"
-            note += f", {repeats} repeats each)" if repeats > 1 else ")"
+            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves raced on train"
+            note += f", {repeats} repeats each" if repeats > 1 else ""
+            note += f"; {race.evaluations} of {race.exhaustive} example scorings)"
         else:
             mid, changes = moves[0]
             note = "first untried move (no train scoring available)"
@@ -448,7 +461,8 @@ class BuiltinAgent:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
-        trials = [{"move": m, "train": round(s, 4)} for s, m, _ in scored[:10]]
+        # gating: every raced move where it stopped (examples scored, mean, gain, why dropped)
+        trials = race.trials() if self.train_score is not None else []
         inv = inv.model_copy(update={"final_text": json.dumps(trials), "usage": AgentUsage()})
         return Proposal(rationale=f"[{mid}] {note}", invocations=[inv])
 
