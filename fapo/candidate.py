@@ -53,7 +53,7 @@ def copy_for_worker(tenant: Tenant, dest: Path) -> None:
         (dest / name).write_text(text, encoding="utf-8")
 
 
-def _python_paths() -> list[Path]:
+def python_paths() -> list[Path]:
     """What the worker's interpreter needs, read-only: the venv, the base Python, fapo's source."""
     paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
     paths.add(Path(__file__).resolve().parent)  # fapo's own source
@@ -72,7 +72,7 @@ def build_in_sandbox(variant: Tenant, *, timeout_s: float = BUILD_TIMEOUT_S) -> 
         root.mkdir()
         copy_for_worker(variant, root)
         box = sandbox.Sandbox(
-            readable=(*_python_paths(), root), share_net=False, chdir=Path(tmp).resolve()
+            readable=(*python_paths(), root), share_net=False, chdir=Path(tmp).resolve()
         )
         env = {"LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
         argv, env = box.wrap([sys.executable, "-m", "fapo.candidate", str(root)], env)
