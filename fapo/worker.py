@@ -233,6 +233,9 @@ class SandboxedChain:
         self._ids = itertools.count(1)
         self._models: dict[str, Any] = {}
         self._start_lock = asyncio.Lock()
+        self._turn = asyncio.Condition()  # admission of examples (see `_admit`)
+        self._inflight = self._waiting_alone = 0
+        self._alone = False
         self._write_lock = asyncio.Lock()
         self._stderr = b""
         self._killer: asyncio.Future[None] | None = None
@@ -437,7 +440,27 @@ class SandboxedChain:
             if self._proc is None or self._proc.returncode is not None:
                 await self.start()
 
-    async def _once(self, ex: Example, repeat: int) -> Done:
+    async def _admit(self, alone: bool) -> None:
+        """Shared admission, or (`alone`) wait until nothing else is in flight and hold
+        new examples back: a retry after a hang or crash runs by itself, so the blame for
+        the next one falls on exactly the example that caused it."""
+        async with self._turn:
+            if alone:
+                self._waiting_alone += 1
+                await self._turn.wait_for(lambda: self._inflight == 0 and not self._alone)
+                self._waiting_alone -= 1
+                self._alone = True
+            else:
+                await self._turn.wait_for(lambda: not self._alone and not self._waiting_alone)
+            self._inflight += 1
+
+    async def _release(self, alone: bool) -> None:
+        async with self._turn:
+            self._inflight -= 1
+            self._alone = self._alone and not alone
+            self._turn.notify_all()
+
+    async def _once(self, ex: Example, repeat: int, alone: bool) -> Done:
         await self._ensure()
         job = next(self._ids)
         fut: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
@@ -448,7 +471,12 @@ class SandboxedChain:
         try:
             done = await asyncio.wait_for(asyncio.shield(fut), limit)
         except TimeoutError:
+            # The worker's own timer did not fire: its event loop is blocked. Whose fault it
+            # is shows only when the example runs by itself (`trace` retries it so).
+            sole = alone or self._inflight == 1
             await self._kill(f"example {ex.id} blocked the worker past {limit:g} s")
+            if not sole:
+                raise WorkerBroken(f"the worker stopped answering for {limit:g} s") from None
             return failed_example(
                 job,
                 "TimeoutError",
@@ -462,15 +490,19 @@ class SandboxedChain:
 
     async def trace(self, ex: Example, repeat: int) -> Done:
         """One example's steps, prediction and error from the worker. Budget and outage
-        errors propagate, as they do in-process."""
-        for attempt in (1, 2):
+        errors propagate, as they do in-process. An example whose worker hung, crashed or
+        broke the protocol is run again by itself; what happens then is its own record."""
+        for alone in (False, True):
+            await self._admit(alone)
             try:
-                return await self._once(ex, repeat)
+                return await self._once(ex, repeat, alone)
             except WorkerBroken as exc:
                 if self.failure is not None:
                     raise self.failure from None
-                if attempt == 2:
+                if alone:
                     return failed_example(0, "WorkerBroken", f"{exc}")
+            finally:
+                await self._release(alone)
         raise AssertionError("unreachable")
 
 

@@ -4,6 +4,7 @@ CLIs under the sandbox (their model scripted on loopback; the task model is the 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -307,3 +308,217 @@ def test_codex_in_the_sandbox_no_web_search_no_key_in_tools_no_reads_outside(tmp
     assert sandbox.HOME in outputs
     assert AGENT_KEY not in outputs and "CODEX_API_KEY" not in outputs
     assert srv.model_requests()[0].headers.get("authorization") == f"Bearer {AGENT_KEY}"
+
+
+# -- evaluating candidate code in the sandboxed worker (fapo/worker.py) --------------------------
+
+
+def _comparable(path: Path) -> list[dict]:
+    """results.jsonl without timings (the only fields two evaluations may differ in)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r.pop("latency_s")
+        for s in r["steps"]:
+            s.pop("start_s"), s.pop("duration_s")
+            for c in s["calls"]:
+                c.pop("latency_s")
+    return sorted(rows, key=lambda r: (r["index"], r["repeat"]))
+
+
+def _candidate(tenant, node_code: str = "", *, comment: str = "# candidate\n"):
+    """The tenant's chain with `node_code` run at the top of the answer node (a code-level
+    candidate); with no code, an honest candidate that only differs by a comment."""
+    chain = tenant.files["chain.py"] + "\n" + comment
+    if node_code:
+        body = "\n".join("        " + line for line in node_code.splitlines())
+        chain = chain.replace(
+            "    async def answer(state: State) -> dict[str, Any]:\n",
+            "    async def answer(state: State) -> dict[str, Any]:\n" + body + "\n",
+        )
+    return tenant.variant({"chain.py": chain})
+
+
+@needs_bwrap
+def test_honest_code_candidate_scores_and_calls_as_in_process(project, tmp_path):
+    from fapo.cache import CallCache
+    from fapo.evaluate import evaluate
+    from fapo.llm import Meter
+    from fapo.worker import is_candidate_code
+
+    tenant = load_tenant("demo-qa", project)
+    fixed = tenant.variant({"prompts/answer.md": (FIX / "prompts" / "answer.md").read_text(),
+                            "params.yaml": (FIX / "params.yaml").read_text()})  # fmt: skip
+    cand = _candidate(fixed)
+    assert not is_candidate_code(fixed) and is_candidate_code(cand)
+    out = {}
+    for name, variant in (("in", fixed), ("worker", cand)):
+        for split in ("train", "val"):
+            cache = CallCache(tmp_path / f"{name}.sqlite")
+            for attempt in ("cold", "warm"):  # the second pass answers from the call cache
+                meter = Meter()
+                d = tmp_path / name / split / attempt
+                s = evaluate(variant, split, out_dir=d, cache=cache, meter=meter, repeats=2)
+                out[name, split, attempt] = (s.mean, s.scores, s.errors, meter.snapshot(),
+                                             _comparable(d / "results.jsonl"))  # fmt: skip
+            cache.close()
+    for key in [("train", "cold"), ("train", "warm"), ("val", "cold"), ("val", "warm")]:
+        assert out[("in", *key)] == out[("worker", *key)], key
+    mean, _, errors, cold, rows = out["worker", "val", "cold"]
+    assert mean > 0 and errors == 0 and cold["calls"] > 0 and cold["cache_hits"] == 0
+    assert out["worker", "val", "warm"][3]["calls"] == 0  # cached: identical accounting
+    assert rows[0]["label"] is not None and rows[0]["steps"][0]["step"] == "retrieve"
+
+
+@needs_bwrap
+def test_worker_never_sees_labels_data_or_keys(project, monkeypatch):
+    from fapo.evaluate import evaluate
+
+    monkeypatch.setenv("OPENAI_API_KEY", TASK_KEY)
+    tenant = load_tenant("demo-qa", project)
+    code = (
+        "import pathlib\n"
+        "seen = {'state': sorted(state), 'env': open('/proc/self/environ').read(),\n"
+        "        'files': sorted(p.name for p in pathlib.Path(__file__).parent.iterdir())}\n"
+        "return {'answer': repr(seen)}"
+    )
+    out = project.root / "peek"
+    s = evaluate(_candidate(tenant, code), "val", use_cache=False, limit=3, out_dir=out)
+    assert s.n == 3 and s.mean == 0.0 and s.errors == 0 and s.calls == 0  # before the model
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        seen = ast.literal_eval(row["prediction"])
+        assert seen["state"] == ["passages", "question"]  # inputs and steps, never the label
+        assert TASK_KEY not in seen["env"] and "KEY" not in seen["env"]
+        assert "data" not in seen["files"] and "scorer.py" not in seen["files"]
+        assert {"chain.py", "corpus", "prompts", "tenant.yaml"} <= set(seen["files"])
+        assert row["label"] is not None  # the parent scored it against the label
+
+
+def test_without_bwrap_candidate_code_evaluation_refuses_unless_no_sandbox(project, monkeypatch):
+    from fapo.evaluate import evaluate
+
+    monkeypatch.setenv("FAPO_BWRAP", str(project.root / "no-bwrap"))
+    tenant = load_tenant("demo-qa", project)
+    with pytest.raises(FapoError, match="refusing to evaluate a code-level candidate") as exc:
+        evaluate(_candidate(tenant), "val", use_cache=False, limit=2)
+    assert "--no-sandbox" in str(exc.value) and "\n" not in str(exc.value)
+    assert evaluate(tenant, "val", use_cache=False, limit=2).n == 2  # the tenant's own chain
+    s = evaluate(_candidate(tenant), "val", use_cache=False, limit=2, sandbox=False)
+    assert s.n == 2 and s.errors == 0  # --no-sandbox: in this process, as before
+
+
+def _traces(variant, code_timeout: float, n: int = 4):
+    """Trace the first `n` val examples through one worker; (Done records, workers started)."""
+    import asyncio
+
+    from fapo import worker
+    from fapo.llm import Meter, ModelFactory
+
+    async def go():
+        factory = ModelFactory(dict(variant.spec.models), variant.settings, None, Meter())
+        box = await worker.open_worker(variant, factory, variant="v", split="val",
+                                       concurrency=2, example_timeout_s=code_timeout)  # fmt: skip
+        try:
+            exs = list(variant.examples("val"))[:n]
+            return await asyncio.gather(*(box.trace(ex, 0) for ex in exs)), box.starts
+        finally:
+            await box.close()
+
+    return asyncio.run(go())
+
+
+FIRST_Q = json.loads((DEMO / "data" / "val.jsonl").read_text().splitlines()[0])["inputs"]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("where", ["async", "thread"])
+def test_an_endless_loop_is_the_examples_error_and_the_rest_still_run(project, monkeypatch,
+                                                                      where):  # fmt: skip
+    from fapo import worker
+
+    monkeypatch.setattr(worker, "GRACE_S", 2.0)
+    tenant = load_tenant("demo-qa", project)
+    loop = "while True:\n    pass"
+    if where == "thread":  # a blocking call, run by LangGraph in an executor thread
+        loop = "import time\nwhile True:\n    time.sleep(0.01)"
+    hang = f"if state['question'] == {FIRST_Q['question']!r}:\n" + "\n".join(
+        "    " + x for x in loop.splitlines()
+    )
+    done, starts = _traces(_candidate(tenant, hang), code_timeout=2.0)
+    assert done[0].error is not None and done[0].error.type == "TimeoutError" and done[0].timed_out
+    assert all(d.error is None and d.steps for d in done[1:]), [d.error for d in done[1:]]
+    assert starts >= 2  # the stuck worker was killed; the others ran on a fresh one
+
+
+@needs_bwrap
+def test_a_forged_protocol_message_kills_the_worker_fail_closed(project):
+    tenant = load_tenant("demo-qa", project)
+    forge = (
+        "import os\n"
+        f"if state['question'] == {FIRST_Q['question']!r}:\n"
+        "    for fd in range(3, 12):\n"
+        "        try:\n"
+        '            os.write(fd, b\'{"kind": "done", "job": 1, "steps": "x"}\\n\')\n'
+        "        except OSError:\n"
+        "            pass"
+    )
+    done, starts = _traces(_candidate(tenant, forge), code_timeout=30.0)
+    assert done[0].error is not None and done[0].error.type == "WorkerBroken"
+    assert "malformed message" in done[0].error.message
+    assert all(d.error is None for d in done[1:]) and starts >= 2
+
+
+@needs_bwrap
+def test_a_spent_budget_stops_a_sandboxed_evaluation(project):
+    from fapo.errors import BudgetExhausted
+    from fapo.evaluate import evaluate
+    from fapo.llm import Meter
+
+    tenant = load_tenant("demo-qa", project)
+    meter = Meter(max_calls=3)
+    with pytest.raises(BudgetExhausted):
+        evaluate(_candidate(tenant), "val", use_cache=False, meter=meter, concurrency=2)
+    assert meter.calls == 3
+
+
+def _workers_under(marker: str) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if p.name.isdigit() and b"fapo.worker_main" in cmd and marker.encode() in cmd:
+            found.append(int(p.name))
+    return found
+
+
+@needs_bwrap
+def test_ctrl_c_kills_the_worker(project, tmp_path):
+    import signal
+    import time
+
+    tmp = tmp_path / "evaltmp"
+    tmp.mkdir()
+    script = tmp_path / "ev.py"
+    script.write_text(
+        "from pathlib import Path\nfrom fapo.settings import load_settings\nfrom fapo.tenant import load_tenant\n"
+        "from fapo.evaluate import evaluate\n"
+        f"t = load_tenant('demo-qa', load_settings(Path({str(project.root)!r})))\n"
+        "chain = t.files['chain.py'].replace('        reply = await llm.ainvoke(prompt)',\n"
+        "    '        import asyncio\\n        await asyncio.sleep(300)\\n"
+        "        reply = await llm.ainvoke(prompt)')\n"
+        "evaluate(t.variant({'chain.py': chain}), 'val', use_cache=False)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _workers_under(str(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _workers_under(str(tmp)), "the worker never started"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert b"KeyboardInterrupt" in proc.stderr.read()
+    time.sleep(0.5)
+    assert _workers_under(str(tmp)) == []
+    assert list(tmp.iterdir()) == []  # its copy of the tenant is gone too
