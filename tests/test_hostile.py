@@ -106,6 +106,7 @@ WRITES = [
     Case("write-project-toml", "write", "{P}/fapo.toml"),
     Case("write-cache", "write", "{P}/.fapo/cache.sqlite"),
     Case("write-run-records", "write", "{R}/variants/v000/eval/val/summary.json"),
+    Case("write-other-run", "write", "{P}/runs/other-tenant/earlier/run.json"),  # not live
     Case("write-home-memory", "write", "{H}/.claude/projects/x/memory.md"),
     Case("write-home-rc", "write", "{H}/.bashrc"),
     Case("write-tmpdir", "write", "{X}/evil.txt"),

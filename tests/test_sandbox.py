@@ -522,3 +522,90 @@ def test_ctrl_c_kills_the_worker(project, tmp_path):
     time.sleep(0.5)
     assert _workers_under(str(tmp)) == []
     assert list(tmp.iterdir()) == []  # its copy of the tenant is gone too
+
+
+def test_outside_write_scan_exempts_only_live_runs_for_an_uncontained_agent(tmp_path):
+    import time
+
+    runs = tmp_path / "runs"
+    own, live, done = runs / "t" / "own", runs / "t" / "live", runs / "t" / "done"
+    live_other = runs / "u" / "live"  # a live run of another tenant
+    for d in (own, live, done, live_other, tmp_path / "tenant", tmp_path / "home",
+              tmp_path / "tmp"):  # fmt: skip
+        d.mkdir(parents=True)
+    ws = own / "scratch" / "fapo-ws-1" / "workspace"
+    ws.mkdir(parents=True)
+    (done / ".lock").write_text("{}")  # a finished run: its lock file stays, nobody holds it
+    holder = subprocess.Popen(  # another live process holding two runs' locks
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         "fds = [os.open(p, os.O_RDWR | os.O_CREAT) for p in sys.argv[1:]]\n"
+         "[fcntl.flock(fd, fcntl.LOCK_EX) for fd in fds]\n"
+         "print('locked', flush=True)\ntime.sleep(120)\n",
+         str(live / ".lock"), str(live_other / ".lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert sandbox.live_run_dirs(own) == {live, live_other}
+        since = time.time()
+        time.sleep(0.02)
+        (live / "results.jsonl").write_text("the live run's own write")
+        (live_other / "summary.json").write_text("{}")
+        (done / "run.json").write_text('{"status": "finished", "best": "v009"}')
+        (runs / "t" / "new").mkdir()
+        (runs / "t" / "new" / "planted.json").write_text("{}")
+
+        def scan(**kw):
+            return sandbox.outside_writes(since, ws, project_root=tmp_path,
+                                          tenant_root=tmp_path / "tenant", run_dir=own,
+                                          home=tmp_path / "home", tmp=tmp_path / "tmp", **kw)  # fmt: skip
+
+        hits = scan(live_runs=sandbox.live_run_dirs(own))
+        assert hits == sorted([str(done / "run.json"), str(done) + "/",
+                               str(runs / "t" / "new") + "/",
+                               str(runs / "t" / "new" / "planted.json")]), hits  # fmt: skip
+        # Contained agents cannot reach runs/ and the built-in one is fapo's code: every
+        # other run's folder is someone else's write for them.
+        assert scan(contained=True) == [] and scan(trusted=True) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    # once its process is gone, that run is no longer live: the same writes are reported
+    assert sandbox.live_run_dirs(own) == set()
+    assert str(live / "results.jsonl") in scan(live_runs=sandbox.live_run_dirs(own))
+
+
+def test_a_run_that_finishes_while_the_agent_works_stays_exempt(tmp_path):
+    """Live when the agent started (recorded by the restore point) counts, not only at the end."""
+    import time
+
+    own, peer = tmp_path / "runs" / "t" / "own", tmp_path / "runs" / "t" / "peer"
+    ws = own / "scratch" / "fapo-ws-1" / "workspace"
+    for d in (ws, peer, tmp_path / "tenant"):
+        d.mkdir(parents=True)
+    guard = sandbox.Guard(tmp_path, tmp_path / "tenant", own, tmp_path / ".fapo" / "c.sqlite")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n"
+         "open(sys.argv[2], 'w').write('finished')\n",
+         str(peer / ".lock"), str(peer / "run.json")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    since = time.time()
+    time.sleep(0.02)
+    point = guard.restore_point(contained=False)
+    assert point is not None and point.live_runs == {peer}
+    holder.stdin.close()  # the peer run writes its last record and ends (lock released)
+    holder.wait(timeout=30)
+    outside, _ = guard.after(since, ws, False, point)
+    assert not any(str(peer) in h for h in outside), outside
+    # the next agent starts after the peer ended: a write there is reported
+    point = guard.restore_point(contained=False)
+    since = time.time()
+    time.sleep(0.02)
+    (peer / "run.json").write_text("tampered")
+    outside, _ = guard.after(since, ws, False, point)
+    assert str(peer / "run.json") in outside
