@@ -37,6 +37,17 @@ def sealed_parts(tenant: Tenant) -> set[str]:
     return out
 
 
+def is_candidate_code(tenant: Tenant) -> bool:
+    """Does this variant run chain code other than the tenant folder's own chain.py?"""
+    path = tenant.root / "chain.py"
+    text = tenant.files.get("chain.py")
+    try:
+        on_disk = path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        on_disk = None
+    return text is not None and text != on_disk
+
+
 def copy_for_worker(tenant: Tenant, dest: Path) -> None:
     """The variant's mutable files plus every non-sealed immutable file (corpus, tenant.yaml…)."""
     sealed = sealed_parts(tenant)

@@ -216,8 +216,9 @@ async def _open_sealed(
 ) -> SandboxedChain | None:
     """sealing: the started worker for candidate chain code, or None to run in-process."""
     from fapo import worker
+    from fapo.candidate import is_candidate_code
 
-    if not worker.is_candidate_code(tenant):
+    if not is_candidate_code(tenant):
         return None
     if not worker.refuse_or_allow(tenant, sandbox_required=sandbox):
         return None

@@ -176,17 +176,6 @@ def encode(msg: Record) -> bytes:
 # -- when to use it ----------------------------------------------------------------------------
 
 
-def is_candidate_code(tenant: Tenant) -> bool:
-    """Does this variant run chain code other than the tenant folder's own chain.py?"""
-    path = tenant.root / "chain.py"
-    text = tenant.files.get("chain.py")
-    try:
-        on_disk = path.read_text(encoding="utf-8") if path.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        on_disk = None
-    return text is not None and text != on_disk
-
-
 def refuse_or_allow(tenant: Tenant, *, sandbox_required: bool) -> bool:
     """True when candidate code can go to the worker; False to evaluate it in this process
     (no bwrap here and `--no-sandbox`); otherwise a one-line refusal."""

@@ -341,9 +341,9 @@ def _candidate(tenant, node_code: str = "", *, comment: str = "# candidate\n"):
 @needs_bwrap
 def test_honest_code_candidate_scores_and_calls_as_in_process(project, tmp_path):
     from fapo.cache import CallCache
+    from fapo.candidate import is_candidate_code
     from fapo.evaluate import evaluate
     from fapo.llm import Meter
-    from fapo.worker import is_candidate_code
 
     tenant = load_tenant("demo-qa", project)
     fixed = tenant.variant({"prompts/answer.md": (FIX / "prompts" / "answer.md").read_text(),
@@ -609,3 +609,33 @@ def test_a_run_that_finishes_while_the_agent_works_stays_exempt(tmp_path):
     (peer / "run.json").write_text("tampered")
     outside, _ = guard.after(since, ws, False, point)
     assert str(peer / "run.json") in outside
+
+
+def test_candidate_code_never_builds_or_runs_interventions_in_process(project):
+    """A prompt change on top of an accepted code-level incumbent still builds in the worker,
+    and attribution's interventions (which need the graph in this process) are skipped for it."""
+    from types import SimpleNamespace
+
+    from fapo.interventions import for_run
+
+    tenant = load_tenant("demo-qa", project)
+    incumbent = _candidate(tenant)
+    built: list[object] = []
+    checks = review_in_code(
+        incumbent,
+        {"prompts/answer.md": incumbent.files["prompts/answer.md"] + "\nBe brief.\n"},
+        level="prompt",
+        stray=[],
+        outside=[],
+        immutable_before=incumbent.immutable_hashes(),
+        leak_index=LeakIndex(incumbent),
+        known={},
+        keys={},
+        build=lambda v: built.append(v) or None,
+    )
+    assert {c.name: c.passed for c in checks}["builds"] and len(built) == 1
+    run = SimpleNamespace(variants={"v000": tenant, "v001": incumbent}, log=SimpleNamespace(
+        events=[]), meter=SimpleNamespace(max_calls=None, calls=0), cache=None,
+        options=SimpleNamespace(concurrency=2))  # fmt: skip
+    assert for_run(run, "v000") is not None  # the tenant's own chain: interventions run
+    assert for_run(run, "v001") is None
