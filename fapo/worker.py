@@ -216,7 +216,8 @@ class SandboxedChain:
         self.failure: BaseException | None = None  # budget / outage: stops the evaluation
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: asyncio.subprocess.Process | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []  # the reader and stderr drain
+        self._calls: set[asyncio.Task[None]] = set()  # model calls being served
         self._jobs: dict[int, asyncio.Future[Done]] = {}
         self._ready: asyncio.Future[Ready | BuildFailed] | None = None
         self._ids = itertools.count(1)
@@ -293,9 +294,10 @@ class SandboxedChain:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._calls]:
             task.cancel()
         self._tasks = []
+        self._calls = set()
         self._break(reason or "the worker was stopped")
 
     def _break(self, reason: str) -> None:
@@ -354,8 +356,9 @@ class SandboxedChain:
                     return await self._violation("an unexpected ready/build message")
                 self._ready.set_result(msg)
             elif isinstance(msg, ModelCall):
-                task = asyncio.create_task(self._serve(msg))
-                self._tasks.append(task)
+                task = asyncio.create_task(self._serve(msg, proc))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
             else:
                 fut = self._jobs.pop(msg.job, None)
                 if fut is None:
@@ -379,7 +382,7 @@ class SandboxedChain:
             self._models[key] = self.factory(role, **settings)
         return self._models[key]
 
-    async def _serve(self, msg: ModelCall) -> None:
+    async def _serve(self, msg: ModelCall, proc: asyncio.subprocess.Process) -> None:
         """Perform one of the chain's model calls through fapo/llm.py (this task's own context
         carries the example's repeat and sample, as the in-process call's would)."""
         from langchain_core.messages import message_to_dict, messages_from_dict
@@ -418,8 +421,9 @@ class SandboxedChain:
                 error_kind=CallErrorKind.CLIENT, text=f"{type(exc).__name__}: {exc}", attempts=0
             )
             reply = CallReply(call=msg.call, failure=failure)
-        with contextlib.suppress(WorkerBroken):
-            await self._send(reply)
+        if proc is self._proc:  # never to a restarted worker: it did not ask
+            with contextlib.suppress(WorkerBroken):
+                await self._send(reply)
 
     # -- examples ----------------------------------------------------------------------------
     async def _ensure(self) -> None:

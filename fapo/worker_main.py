@@ -261,7 +261,9 @@ def main(root: Path) -> int:
     asyncio.set_event_loop(loop)
     threading.Thread(target=_reader, args=(inp, channel, loop, app, setup), daemon=True).start()
     loop.run_forever()
-    return 0
+    # EOF from the parent: exit now, without joining a node thread that may never return
+    out.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
