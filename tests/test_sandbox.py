@@ -367,6 +367,16 @@ def test_honest_code_candidate_scores_and_calls_as_in_process(project, tmp_path)
     assert mean > 0 and errors == 0 and cold["calls"] > 0 and cold["cache_hits"] == 0
     assert out["worker", "val", "warm"][3]["calls"] == 0  # cached: identical accounting
     assert rows[0]["label"] is not None and rows[0]["steps"][0]["step"] == "retrieve"
+    # attribution reads the worker's step records as it reads in-process ones
+    from fapo.attribute import ladder
+
+    base = tenant  # the baseline fails on train, so the ladder has clusters to find
+    s_in = evaluate(base, "train", out_dir=tmp_path / "a-in", use_cache=False)
+    s_w = evaluate(_candidate(base), "train", out_dir=tmp_path / "a-w", use_cache=False)
+    assert s_in.mean == s_w.mean < 1.0
+    att_in = ladder(base, tmp_path / "a-in" / "results.jsonl").model_dump()
+    att_w = ladder(_candidate(base), tmp_path / "a-w" / "results.jsonl").model_dump()
+    assert att_in["clusters"] and att_in == att_w
 
 
 @needs_bwrap
