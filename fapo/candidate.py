@@ -49,13 +49,16 @@ def is_candidate_code(tenant: Tenant) -> bool:
 
 
 def copy_for_worker(tenant: Tenant, dest: Path) -> None:
-    """The variant's mutable files plus every non-sealed immutable file (corpus, tenant.yaml…)."""
+    """The variant's mutable files plus every non-sealed immutable file (corpus, tenant.yaml…)
+    that is not Python: the tenant's own modules are tooling or the scorer's machinery (demo-qa's
+    seeded generate.py rebuilds its val and test labels in memory; ifbench's verifiers are its
+    scorer), so candidate code may import none of them."""
     sealed = sealed_parts(tenant)
     for p in sorted(tenant.root.rglob("*")):
         rel = p.relative_to(tenant.root)
         if rel.as_posix() in sealed or rel.parts[0] in sealed or p.is_symlink() or not p.is_file():
             continue
-        if is_mutable(rel.as_posix()):
+        if is_mutable(rel.as_posix()) or p.suffix in (".py", ".pyc", ".pyi", ".so", ".pth"):
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, dest / rel)

@@ -176,6 +176,12 @@ EVAL = [
         "rows = [json.loads(x) for x in open('{T}/da' + 'ta/va' + 'l.jsonl')]\n"
         "return {'answer': next(r['label']['answer'] for r in rows\n"
         "                       if r['inputs']['question'] == state['question'])}")),
+    Case("eval-regenerate-data", "eval", content=(  # the tenant's seeded data generator
+        "import pathlib, random, sys\n"
+        "sys.path.insert(0, str(pathlib.Path(__file__).parent))\n"
+        "import generate\n"
+        "_, qs = generate.build_world(random.Random(generate.SEED))\n"
+        "return {'answer': next(q['answer'] for q in qs if q['question'] == state['question'])}")),
     Case("eval-open-scorer", "eval", content=(
         "import pathlib\n"
         "return {'answer': (pathlib.Path(__file__).parent / ('sco' + 'rer.py')).read_text()}")),
@@ -555,6 +561,7 @@ def test_candidate_code_that_passed_review_is_contained_at_evaluation(tmp_path):
         rows[c.id] = [json.loads(x) for x in results.read_text().splitlines()]
         assert rows[c.id] and all(r["score"] == 0.0 for r in rows[c.id]), c.id  # no labels
     errors = {cid: {(r["error"] or {}).get("type") for r in rs} for cid, rs in rows.items()}
+    assert errors["eval-regenerate-data"] == {"ModuleNotFoundError"}
     for cid in ("eval-data-computed-path", "eval-data-absolute", "eval-open-scorer"):
         assert errors[cid] == {"FileNotFoundError"}, (cid, errors[cid])
         assert all(r["error"]["step"] == "answer" for r in rows[cid])
