@@ -275,9 +275,9 @@ class SandboxedChain:
             ) from None
         except WorkerBroken as exc:
             raise FapoError(f"{self.tenant.root / 'chain.py'}: {exc}") from None
-        if isinstance(first, BuildFailed):
+        if isinstance(first, BuildFailed):  # named as the tenant's file, not the worker's copy
             await self._kill("")
-            raise FapoError(first.error)
+            raise FapoError(first.error.replace(str(tmp / "tenant"), str(self.tenant.root)))
 
     async def close(self) -> None:
         """Kill the worker (it holds nothing worth a goodbye) and remove its files."""

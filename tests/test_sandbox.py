@@ -651,3 +651,16 @@ def test_candidate_code_never_builds_or_runs_interventions_in_process(project):
         options=SimpleNamespace(concurrency=2))  # fmt: skip
     assert for_run(run, "v000") is not None  # the tenant's own chain: interventions run
     assert for_run(run, "v001") is None
+
+
+@needs_bwrap
+def test_a_candidate_that_does_not_build_in_the_worker_is_one_line(project):
+    from fapo.evaluate import evaluate
+
+    tenant = load_tenant("demo-qa", project)
+    broken = tenant.variant({"chain.py": tenant.files["chain.py"] + "\nraise ValueError('nope')\n"})
+    with pytest.raises(FapoError) as exc:
+        evaluate(broken, "val", use_cache=False, limit=1)
+    text = str(exc.value)
+    assert text.startswith(str(tenant.root / "chain.py")) and "ValueError: nope" in text
+    assert "\n" not in text
