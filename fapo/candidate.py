@@ -37,14 +37,28 @@ def sealed_parts(tenant: Tenant) -> set[str]:
     return out
 
 
+def is_candidate_code(tenant: Tenant) -> bool:
+    """Does this variant run chain code other than the tenant folder's own chain.py?"""
+    path = tenant.root / "chain.py"
+    text = tenant.files.get("chain.py")
+    try:
+        on_disk = path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        on_disk = None
+    return text is not None and text != on_disk
+
+
 def copy_for_worker(tenant: Tenant, dest: Path) -> None:
-    """The variant's mutable files plus every non-sealed immutable file (corpus, tenant.yaml…)."""
+    """The variant's mutable files plus every non-sealed immutable file (corpus, tenant.yaml…)
+    that is not Python: the tenant's own modules are tooling or the scorer's machinery (demo-qa's
+    seeded generate.py rebuilds its val and test labels in memory; ifbench's verifiers are its
+    scorer), so candidate code may import none of them."""
     sealed = sealed_parts(tenant)
     for p in sorted(tenant.root.rglob("*")):
         rel = p.relative_to(tenant.root)
         if rel.as_posix() in sealed or rel.parts[0] in sealed or p.is_symlink() or not p.is_file():
             continue
-        if is_mutable(rel.as_posix()):
+        if is_mutable(rel.as_posix()) or p.suffix in (".py", ".pyc", ".pyi", ".so", ".pth"):
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, dest / rel)
@@ -53,7 +67,7 @@ def copy_for_worker(tenant: Tenant, dest: Path) -> None:
         (dest / name).write_text(text, encoding="utf-8")
 
 
-def _python_paths() -> list[Path]:
+def python_paths() -> list[Path]:
     """What the worker's interpreter needs, read-only: the venv, the base Python, fapo's source."""
     paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
     paths.add(Path(__file__).resolve().parent)  # fapo's own source
@@ -72,7 +86,7 @@ def build_in_sandbox(variant: Tenant, *, timeout_s: float = BUILD_TIMEOUT_S) -> 
         root.mkdir()
         copy_for_worker(variant, root)
         box = sandbox.Sandbox(
-            readable=(*_python_paths(), root), share_net=False, chdir=Path(tmp).resolve()
+            readable=(*python_paths(), root), share_net=False, chdir=Path(tmp).resolve()
         )
         env = {"LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
         argv, env = box.wrap([sys.executable, "-m", "fapo.candidate", str(root)], env)

@@ -32,6 +32,8 @@ from fapo.tracing import StepRecorder, jsonable
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
+    from fapo.worker import SandboxedChain
+
 
 @dataclass
 class EvalSummary:
@@ -109,13 +111,24 @@ class _Labels:
         }
 
 
-async def _run_example(
-    app: Any, tenant: Tenant, ex: Example, index: int, repeat: int, labels: _Labels
-) -> dict:
-    """One example, one repeat: the graph runs under a labelled RunnableConfig whose callback
-    handler (fapo.tracing.StepRecorder) records each step's update, timing, error and calls."""
+@dataclass(frozen=True)
+class Traced:
+    """What running the graph on one example gave: its steps (with their calls), the
+    prediction (None after an error) and the error. In-process or from the sandboxed worker
+    (fapo/worker.py), so records are built the same way from either."""
+
+    steps: list[dict[str, Any]]
+    prediction: Any
+    error: dict[str, Any] | None
+
+
+async def trace_example(
+    app: Any, ex: Example, repeat: int, labels: _Labels, prediction_key: str, t0: float
+) -> Traced:
+    """Run the compiled graph on `ex.inputs` (the label is never read) under a labelled
+    RunnableConfig whose callback handler (fapo.tracing.StepRecorder) records each step's
+    update, timing, error and calls. Budget and outage errors propagate."""
     REPEAT.set(repeat)
-    t0 = time.perf_counter()
     rec = StepRecorder(t0)
     state: dict[str, Any] = dict(ex.inputs)
     error = None
@@ -126,19 +139,7 @@ async def _run_example(
     except (BudgetExhausted, ProviderOutage):
         raise
     except Exception as exc:
-        steps = rec.steps
-        failing = next((s["step"] for s in steps if s["error"]), None)
-        if failing is None:
-            failing = next((s["step"] for s in reversed(steps) if s["duration_s"] is None), None)
-        call_error = _infrastructure_error(exc)
-        error = {
-            "step": failing,
-            "type": type(exc).__name__,
-            "message": str(exc)[:2000],
-            # typed cause: a model-call failure kind (fapo.llm.CallErrorKind) or None for code
-            "kind": call_error.kind.value if call_error else None,
-            "infrastructure": bool(call_error and call_error.infrastructure),
-        }
+        error = step_error(rec.steps, exc)
     steps = rec.steps
     if rec.orphan_calls:  # calls outside any step (a model called outside the graph): kept
         for call in rec.orphan_calls:
@@ -152,20 +153,41 @@ async def _run_example(
                     "calls": [call],
                 }
             )
-    prediction = None if error else _prediction_of(state, tenant.spec.prediction)
-    score = tenant.scorer(ex, prediction)
-    calls = [c for s in steps for c in s["calls"]]
+    prediction = None if error else _prediction_of(state, prediction_key)
+    return Traced(steps, prediction, error)
+
+
+def step_error(steps: list[dict[str, Any]], exc: BaseException) -> dict[str, Any]:
+    """The record of an exception that ended an example: the failing step and its typed cause."""
+    failing = next((s["step"] for s in steps if s["error"]), None)
+    if failing is None:
+        failing = next((s["step"] for s in reversed(steps) if s["duration_s"] is None), None)
+    call_error = _infrastructure_error(exc)
+    return {
+        "step": failing,
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        # typed cause: a model-call failure kind (fapo.llm.CallErrorKind) or None for code
+        "kind": call_error.kind.value if call_error else None,
+        "infrastructure": bool(call_error and call_error.infrastructure),
+    }
+
+
+def _record(tenant: Tenant, ex: Example, index: int, repeat: int, t: Traced, t0: float) -> dict:
+    """One example's results.jsonl record: scored here, in the parent, from the prediction."""
+    score = tenant.scorer(ex, t.prediction)
+    calls = [c for s in t.steps for c in s["calls"]]
     return {
         "index": index,
         "id": ex.id,
         "repeat": repeat,
         "inputs": ex.inputs,
         "label": ex.label,
-        "steps": steps,
-        "prediction": jsonable(prediction),
+        "steps": t.steps,
+        "prediction": jsonable(t.prediction),
         "score": score.value,
         "details": jsonable(score.details),
-        "error": error,
+        "error": t.error,
         "latency_s": time.perf_counter() - t0,
         # HTTP attempts (retries included) of this example's calls that missed the cache
         "calls": sum(c["attempts"] for c in calls if not c["cache_hit"]),
@@ -173,6 +195,48 @@ async def _run_example(
         "tokens": sum(c["input_tokens"] + c["output_tokens"] for c in calls if not c["cache_hit"]),
         "cost_usd": sum(c["cost_usd"] for c in calls),
     }
+
+
+async def _run_example(
+    app: Any, tenant: Tenant, ex: Example, index: int, repeat: int, labels: _Labels
+) -> dict:
+    """One example, one repeat, in this process."""
+    t0 = time.perf_counter()
+    traced = await trace_example(app, ex, repeat, labels, tenant.spec.prediction, t0)
+    return _record(tenant, ex, index, repeat, traced, t0)
+
+
+async def _open_sealed(
+    tenant: Tenant,
+    factory: ModelFactory,
+    variant: str | None,
+    split: str,
+    concurrency: int,
+    sandbox: bool,
+) -> SandboxedChain | None:
+    """sealing: the started worker for candidate chain code, or None to run in-process."""
+    from fapo import worker
+    from fapo.candidate import is_candidate_code
+
+    if not is_candidate_code(tenant):
+        return None
+    if not worker.refuse_or_allow(tenant, sandbox_required=sandbox):
+        return None
+    name = variant or f"fp-{tenant.fingerprint()[:8]}"
+    return await worker.open_worker(
+        tenant, factory, variant=name, split=split, concurrency=concurrency
+    )
+
+
+async def _run_sealed(box: SandboxedChain, tenant: Tenant, ex: Example, i: int, r: int) -> dict:
+    """sealing: one example in the worker (it never sees the label), scored here."""
+    t0 = time.perf_counter()
+    done = await box.trace(ex, r)
+    steps = [s.model_dump(exclude_unset=True) for s in done.steps]
+    for s, rec in zip(steps, done.steps, strict=True):  # keys as StepRecorder writes them
+        s["calls"] = [c.model_dump(mode="json", exclude_unset=True) for c in rec.calls]
+    error = done.error.model_dump(mode="json") if done.error else None
+    return _record(tenant, ex, i, r, Traced(steps, done.prediction, error), t0)
 
 
 class _Aggregate:
@@ -292,6 +356,7 @@ async def aevaluate(
     callbacks: Sequence[Any] = (),
     variant: str | None = None,
     ids: Collection[str] | None = None,
+    sandbox: bool = True,
 ) -> EvalSummary:
     """Evaluate `tenant` (a variant) on `split`. See module docstring.
 
@@ -300,17 +365,24 @@ async def aevaluate(
     repeat); LangSmith joins through its own environment variables. `variant` names the variant
     in those labels (default: `fp-` and the first 8 characters of its fingerprint). `ids`: only
     these examples of the split (the built-in agent's minibatches, `fapo.racing`; a look of
-    sequential acceptance, `fapo.sequential`), all when None."""
+    sequential acceptance, `fapo.sequential`), all when None.
+
+    A variant whose chain.py is not the tenant folder's own (the `code` level) is evaluated in a
+    sandboxed worker (fapo/worker.py, docs/security.md); where bubblewrap cannot run that is
+    refused in one line unless `sandbox=False` (`--no-sandbox`) lets it run in this process.
+    `callbacks` do not reach the worker's graph runs."""
     concurrency = concurrency or tenant.spec.concurrency or tenant.settings.defaults.concurrency
     own_cache = None
     if cache is None and use_cache:
         cache = own_cache = CallCache(tenant.settings.cache_path)
     meter = meter or Meter()
     before = meter.snapshot()
-    graph, _ = tenant.build(
-        ModelFactory(dict(tenant.spec.models), tenant.settings, cache if use_cache else None, meter)
+    factory = ModelFactory(
+        dict(tenant.spec.models), tenant.settings, cache if use_cache else None, meter
     )
-    app = graph.compile()
+    # sealing: candidate chain code (the `code` level) runs in a sandboxed worker, not here
+    box = await _open_sealed(tenant, factory, variant, split, concurrency, sandbox)
+    app = tenant.build(factory)[0].compile() if box is None else None
     _freeze_heap()
     path = tenant.data_path(split)
     total = count_rows(path) if path.is_file() else 0
@@ -346,7 +418,10 @@ async def aevaluate(
             if failure is not None:
                 return
             try:
-                record = await _run_example(app, tenant, ex, i, r, labels)
+                if box is None:
+                    record = await _run_example(app, tenant, ex, i, r, labels)
+                else:  # sealing: inputs go to the worker, scoring stays here
+                    record = await _run_sealed(box, tenant, ex, i, r)
             except BaseException as exc:  # budget or scorer contract: stop everything
                 failure = failure or exc
                 return
@@ -362,6 +437,8 @@ async def aevaluate(
     finally:
         if fh:
             fh.close()
+        if box is not None:  # sealing: the worker never outlives its evaluation
+            await box.close()
         if own_cache:
             own_cache.close()
     if failure is not None:

@@ -443,6 +443,10 @@ def for_run(run: Any, vid: str) -> InterventionRunner | None:
     spec = tenant.spec.interventions
     if not spec.enabled:
         return None
+    from fapo.candidate import is_candidate_code
+
+    if is_candidate_code(tenant):  # sealing: candidate chain code never runs in this process
+        return None  # (interventions need its graph here); the ladder attributes alone
     spent = sum(
         ((e.get("data") or {}).get("interventions") or {}).get("calls", 0)
         for e in run.log.events

@@ -111,6 +111,8 @@ class Run:
 
     def _evaluate(self, tenant: Tenant, split: str, **kw: Any) -> EvalSummary:
         use_cache, conc = self.cache is not None, self.options.concurrency
+        # sealing: candidate chain code is evaluated in the sandboxed worker unless --no-sandbox
+        kw.setdefault("sandbox", self.options.agent_settings.get("sandbox") is not False)
         return evaluate(tenant, split, cache=self.cache, use_cache=use_cache, concurrency=conc, meter=self.meter, **kw)  # fmt: skip
 
     def _eval(self, vid: str, split: str, repeats: int | None = None) -> EvalSummary:

@@ -14,7 +14,7 @@ from typing import Any
 from fapo.agents.base import Agent, Brief, ReviewRequest
 from fapo.artifacts import copy_transcripts, read_files, snapshot, write_json
 from fapo.attribute import gold_strings
-from fapo.candidate import build_in_sandbox
+from fapo.candidate import build_in_sandbox, is_candidate_code
 from fapo.context import placeholders
 from fapo.errors import FapoError
 from fapo.records import AgentVerdict, Check, Level, ProposalRecord, ReviewRecord
@@ -368,8 +368,8 @@ def review_in_code(
         # Nothing of a blocked candidate runs: the build check (which imports chain.py) is
         # skipped, and so recorded.
         return checks
-    if code_changed and build is not None:
-        problem = build(variant)
+    if build is not None and (code_changed or is_candidate_code(variant)):  # sealing: any
+        problem = build(variant)  # candidate chain.py is built in the worker, never here
     else:
         try:
             variant.build(null_factory(dict(variant.spec.models)))

@@ -219,6 +219,7 @@ def outside_writes(
     tmp: Path | None = None,
     contained: bool = False,
     trusted: bool = False,
+    live_runs: Iterable[Path] = (),
 ) -> list[str]:
     """Everything written after `since` outside the workspace (and its own parent folder, which
     holds the engine's transcripts): the project root (fapo.toml, the call cache, runs/), the
@@ -228,7 +229,13 @@ def outside_writes(
     host write there all the time (measured: a concurrent job's files in /tmp blocked a
     built-in proposal), so those are scanned only when the agent runs unsandboxed. `trusted`:
     the in-process built-in agent evaluates candidates itself, so the call cache legitimately
-    changes while it proposes, and it is fapo's own code (no TMP/HOME scan either)."""
+    changes while it proposes, and it is fapo's own code (no TMP/HOME scan either).
+
+    Other run folders: concurrent runs write their own (two `fapo run` at once blocked each
+    other's proposals). A contained agent cannot reach runs/ and the built-in one is fapo's
+    code, so for them every other run folder is exempt. For an uncontained agent only
+    `live_runs` are (folders whose lock another process held when the agent started or ended,
+    see `live_run_dirs`): its writes into a finished, interrupted or new folder are reported."""
     exclude = [workspace.resolve().parent]
     if trusted and cache_path is not None:
         exclude.append(cache_path.parent)
@@ -255,15 +262,32 @@ def outside_writes(
             if max(st.st_mtime, st.st_ctime) > since and not inside:
                 hits.append(str(entry) + ("/" if entry.is_dir() else ""))
     ancestors = {str(p) + "/" for p in workspace.resolve().parents}
-    # Other runs (of this or another tenant) write their own folders while this agent works:
-    # two `fapo run` at once blocked each other's proposals. Their folders are theirs, not ours.
     runs_root, own = run_dir.resolve().parent.parent, run_dir.resolve()
+    if contained or trusted:
+        exempt = [runs_root]
+    else:  # a live run's folder and the tenant folder above it (its mtime moves with it)
+        exempt = [Path(p).resolve() for p in live_runs]
+        ancestors |= {str(p.parent) + "/" for p in exempt}
     others = [
         h for h in hits
-        if Path(h).is_relative_to(runs_root) and not Path(h).is_relative_to(own)
-        and len(Path(h).relative_to(runs_root).parts) >= 1
+        if any(Path(h.rstrip("/")).is_relative_to(e) for e in exempt)
+        and not Path(h).is_relative_to(own)
     ]  # fmt: skip
     return sorted(set(hits) - ancestors - quiet - set(others))
+
+
+def live_run_dirs(run_dir: Path) -> set[Path]:
+    """Run folders next to `run_dir` (any tenant) whose lock another process holds now."""
+    from fapo.rundir import LOCK_FILE, is_locked
+
+    runs_root, own = run_dir.resolve().parent.parent, run_dir.resolve()
+    if not runs_root.is_dir():
+        return set()
+    return {
+        lock.parent
+        for lock in runs_root.glob(f"*/*/{LOCK_FILE}")
+        if lock.parent.resolve() != own and is_locked(lock.parent)
+    }
 
 
 def symlinks_in(workspace: Path) -> list[str]:
@@ -351,6 +375,7 @@ class RestorePoint:
             if Path(f).is_file():
                 self.saved[Path(f)] = Path(f).read_bytes()
         self.files = [Path(f) for f in files]
+        self.live_runs: set[Path] = set()  # other runs' folders locked when the agent started
 
     def _under_dirs(self) -> list[Path]:
         found = [p for d in self.dirs if d.is_dir() for p in _files(d).values()]
@@ -398,7 +423,9 @@ class Guard:
         from fapo.rundir import scratch
 
         files = [self.project_root / "fapo.toml", self.cache_path]
-        return RestorePoint([self.run_dir], files, skip=[scratch(self.run_dir)])
+        point = RestorePoint([self.run_dir], files, skip=[scratch(self.run_dir)])
+        point.live_runs = live_run_dirs(self.run_dir)
+        return point
 
     def after(
         self, since: float, workspace: Path, contained: bool, restore: RestorePoint | None
@@ -414,6 +441,8 @@ class Guard:
             cache_path=self.cache_path,
             contained=contained,
             trusted=self.trusted,
+            # live when the agent started or now (one may have finished in between)
+            live_runs=(restore.live_runs if restore else set()) | live_run_dirs(self.run_dir),
         )
         reverted = revert_tenant(self.tenant_root, self.tenant_snapshot)
         restored = restore.restore() if restore else []

@@ -4,6 +4,7 @@ CLIs under the sandbox (their model scripted on loopback; the task model is the 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -307,3 +308,359 @@ def test_codex_in_the_sandbox_no_web_search_no_key_in_tools_no_reads_outside(tmp
     assert sandbox.HOME in outputs
     assert AGENT_KEY not in outputs and "CODEX_API_KEY" not in outputs
     assert srv.model_requests()[0].headers.get("authorization") == f"Bearer {AGENT_KEY}"
+
+
+# -- evaluating candidate code in the sandboxed worker (fapo/worker.py) --------------------------
+
+
+def _comparable(path: Path) -> list[dict]:
+    """results.jsonl without timings (the only fields two evaluations may differ in)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r.pop("latency_s")
+        for s in r["steps"]:
+            s.pop("start_s"), s.pop("duration_s")
+            for c in s["calls"]:
+                c.pop("latency_s")
+    return sorted(rows, key=lambda r: (r["index"], r["repeat"]))
+
+
+def _candidate(tenant, node_code: str = "", *, comment: str = "# candidate\n"):
+    """The tenant's chain with `node_code` run at the top of the answer node (a code-level
+    candidate); with no code, an honest candidate that only differs by a comment."""
+    chain = tenant.files["chain.py"] + "\n" + comment
+    if node_code:
+        body = "\n".join("        " + line for line in node_code.splitlines())
+        chain = chain.replace(
+            "    async def answer(state: State) -> dict[str, Any]:\n",
+            "    async def answer(state: State) -> dict[str, Any]:\n" + body + "\n",
+        )
+    return tenant.variant({"chain.py": chain})
+
+
+@needs_bwrap
+def test_honest_code_candidate_scores_and_calls_as_in_process(project, tmp_path):
+    from fapo.cache import CallCache
+    from fapo.candidate import is_candidate_code
+    from fapo.evaluate import evaluate
+    from fapo.llm import Meter
+
+    tenant = load_tenant("demo-qa", project)
+    fixed = tenant.variant({"prompts/answer.md": (FIX / "prompts" / "answer.md").read_text(),
+                            "params.yaml": (FIX / "params.yaml").read_text()})  # fmt: skip
+    cand = _candidate(fixed)
+    assert not is_candidate_code(fixed) and is_candidate_code(cand)
+    out = {}
+    for name, variant in (("in", fixed), ("worker", cand)):
+        for split in ("train", "val"):
+            cache = CallCache(tmp_path / f"{name}.sqlite")
+            for attempt in ("cold", "warm"):  # the second pass answers from the call cache
+                meter = Meter()
+                d = tmp_path / name / split / attempt
+                s = evaluate(variant, split, out_dir=d, cache=cache, meter=meter, repeats=2)
+                out[name, split, attempt] = (s.mean, s.scores, s.errors, meter.snapshot(),
+                                             _comparable(d / "results.jsonl"))  # fmt: skip
+            cache.close()
+    for key in [("train", "cold"), ("train", "warm"), ("val", "cold"), ("val", "warm")]:
+        assert out[("in", *key)] == out[("worker", *key)], key
+    mean, _, errors, cold, rows = out["worker", "val", "cold"]
+    assert mean > 0 and errors == 0 and cold["calls"] > 0 and cold["cache_hits"] == 0
+    assert out["worker", "val", "warm"][3]["calls"] == 0  # cached: identical accounting
+    assert rows[0]["label"] is not None and rows[0]["steps"][0]["step"] == "retrieve"
+    # attribution reads the worker's step records as it reads in-process ones
+    from fapo.attribute import ladder
+
+    base = tenant  # the baseline fails on train, so the ladder has clusters to find
+    s_in = evaluate(base, "train", out_dir=tmp_path / "a-in", use_cache=False)
+    s_w = evaluate(_candidate(base), "train", out_dir=tmp_path / "a-w", use_cache=False)
+    assert s_in.mean == s_w.mean < 1.0
+    att_in = ladder(base, tmp_path / "a-in" / "results.jsonl").model_dump()
+    att_w = ladder(_candidate(base), tmp_path / "a-w" / "results.jsonl").model_dump()
+    assert att_in["clusters"] and att_in == att_w
+
+
+@needs_bwrap
+def test_worker_never_sees_labels_data_or_keys(project, monkeypatch):
+    from fapo.evaluate import evaluate
+
+    monkeypatch.setenv("OPENAI_API_KEY", TASK_KEY)
+    tenant = load_tenant("demo-qa", project)
+    code = (
+        "import pathlib\n"
+        "seen = {'state': sorted(state), 'env': open('/proc/self/environ').read(),\n"
+        "        'files': sorted(p.name for p in pathlib.Path(__file__).parent.iterdir())}\n"
+        "return {'answer': repr(seen)}"
+    )
+    out = project.root / "peek"
+    s = evaluate(_candidate(tenant, code), "val", use_cache=False, limit=3, out_dir=out)
+    assert s.n == 3 and s.mean == 0.0 and s.errors == 0 and s.calls == 0  # before the model
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        seen = ast.literal_eval(row["prediction"])
+        assert seen["state"] == ["passages", "question"]  # inputs and steps, never the label
+        assert TASK_KEY not in seen["env"] and "KEY" not in seen["env"]
+        assert not {"data", "scorer.py", "checks.py", "README.md", "generate.py"} & set(
+            seen["files"]
+        )
+        assert {"chain.py", "corpus", "prompts", "tenant.yaml"} <= set(seen["files"])
+        assert row["label"] is not None  # the parent scored it against the label
+
+
+def test_without_bwrap_candidate_code_evaluation_refuses_unless_no_sandbox(project, monkeypatch):
+    from fapo.evaluate import evaluate
+
+    monkeypatch.setenv("FAPO_BWRAP", str(project.root / "no-bwrap"))
+    tenant = load_tenant("demo-qa", project)
+    with pytest.raises(FapoError, match="refusing to evaluate a code-level candidate") as exc:
+        evaluate(_candidate(tenant), "val", use_cache=False, limit=2)
+    assert "--no-sandbox" in str(exc.value) and "\n" not in str(exc.value)
+    assert evaluate(tenant, "val", use_cache=False, limit=2).n == 2  # the tenant's own chain
+    s = evaluate(_candidate(tenant), "val", use_cache=False, limit=2, sandbox=False)
+    assert s.n == 2 and s.errors == 0  # --no-sandbox: in this process, as before
+
+
+def _traces(variant, code_timeout: float, n: int = 4):
+    """Trace the first `n` val examples through one worker; (Done records, workers started)."""
+    import asyncio
+
+    from fapo import worker
+    from fapo.llm import Meter, ModelFactory
+
+    async def go():
+        factory = ModelFactory(dict(variant.spec.models), variant.settings, None, Meter())
+        box = await worker.open_worker(variant, factory, variant="v", split="val",
+                                       concurrency=2, example_timeout_s=code_timeout)  # fmt: skip
+        try:
+            exs = list(variant.examples("val"))[:n]
+            return await asyncio.gather(*(box.trace(ex, 0) for ex in exs)), box.starts
+        finally:
+            await box.close()
+
+    return asyncio.run(go())
+
+
+FIRST_Q = json.loads((DEMO / "data" / "val.jsonl").read_text().splitlines()[0])["inputs"]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("where", ["async", "thread"])
+def test_an_endless_loop_is_the_examples_error_and_the_rest_still_run(project, monkeypatch,
+                                                                      where):  # fmt: skip
+    from fapo import worker
+
+    monkeypatch.setattr(worker, "GRACE_S", 2.0)
+    tenant = load_tenant("demo-qa", project)
+    loop = "while True:\n    pass"
+    if where == "thread":  # a blocking call, run by LangGraph in an executor thread
+        loop = "import time\nwhile True:\n    time.sleep(0.01)"
+    hang = f"if state['question'] == {FIRST_Q['question']!r}:\n" + "\n".join(
+        "    " + x for x in loop.splitlines()
+    )
+    done, starts = _traces(_candidate(tenant, hang), code_timeout=2.0)
+    assert done[0].error is not None and done[0].error.type == "TimeoutError" and done[0].timed_out
+    assert all(d.error is None and d.steps for d in done[1:]), [d.error for d in done[1:]]
+    assert starts >= 2  # the stuck worker was killed; the others ran on a fresh one
+
+
+@needs_bwrap
+def test_a_forged_protocol_message_kills_the_worker_fail_closed(project):
+    tenant = load_tenant("demo-qa", project)
+    forge = (
+        "import os\n"
+        f"if state['question'] == {FIRST_Q['question']!r}:\n"
+        "    for fd in range(3, 12):\n"
+        "        try:\n"
+        '            os.write(fd, b\'{"kind": "done", "job": 1, "steps": "x"}\\n\')\n'
+        "        except OSError:\n"
+        "            pass"
+    )
+    done, starts = _traces(_candidate(tenant, forge), code_timeout=30.0)
+    assert done[0].error is not None and done[0].error.type == "WorkerBroken"
+    assert "malformed message" in done[0].error.message
+    assert all(d.error is None for d in done[1:]) and starts >= 2
+
+
+@needs_bwrap
+def test_a_spent_budget_stops_a_sandboxed_evaluation(project):
+    from fapo.errors import BudgetExhausted
+    from fapo.evaluate import evaluate
+    from fapo.llm import Meter
+
+    tenant = load_tenant("demo-qa", project)
+    meter = Meter(max_calls=3)
+    with pytest.raises(BudgetExhausted):
+        evaluate(_candidate(tenant), "val", use_cache=False, meter=meter, concurrency=2)
+    assert meter.calls == 3
+
+
+def _workers_under(marker: str) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if p.name.isdigit() and b"fapo.worker_main" in cmd and marker.encode() in cmd:
+            found.append(int(p.name))
+    return found
+
+
+@needs_bwrap
+def test_ctrl_c_kills_the_worker(project, tmp_path):
+    import signal
+    import time
+
+    tmp = tmp_path / "evaltmp"
+    tmp.mkdir()
+    script = tmp_path / "ev.py"
+    script.write_text(
+        "from pathlib import Path\nfrom fapo.settings import load_settings\nfrom fapo.tenant import load_tenant\n"
+        "from fapo.evaluate import evaluate\n"
+        f"t = load_tenant('demo-qa', load_settings(Path({str(project.root)!r})))\n"
+        "chain = t.files['chain.py'].replace('        reply = await llm.ainvoke(prompt)',\n"
+        "    '        import asyncio\\n        await asyncio.sleep(300)\\n"
+        "        reply = await llm.ainvoke(prompt)')\n"
+        "evaluate(t.variant({'chain.py': chain}), 'val', use_cache=False)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _workers_under(str(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _workers_under(str(tmp)), "the worker never started"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert b"KeyboardInterrupt" in proc.stderr.read()
+    time.sleep(0.5)
+    assert _workers_under(str(tmp)) == []
+    assert list(tmp.iterdir()) == []  # its copy of the tenant is gone too
+
+
+def test_outside_write_scan_exempts_only_live_runs_for_an_uncontained_agent(tmp_path):
+    import time
+
+    runs = tmp_path / "runs"
+    own, live, done = runs / "t" / "own", runs / "t" / "live", runs / "t" / "done"
+    live_other = runs / "u" / "live"  # a live run of another tenant
+    for d in (own, live, done, live_other, tmp_path / "tenant", tmp_path / "home",
+              tmp_path / "tmp"):  # fmt: skip
+        d.mkdir(parents=True)
+    ws = own / "scratch" / "fapo-ws-1" / "workspace"
+    ws.mkdir(parents=True)
+    (done / ".lock").write_text("{}")  # a finished run: its lock file stays, nobody holds it
+    holder = subprocess.Popen(  # another live process holding two runs' locks
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         "fds = [os.open(p, os.O_RDWR | os.O_CREAT) for p in sys.argv[1:]]\n"
+         "[fcntl.flock(fd, fcntl.LOCK_EX) for fd in fds]\n"
+         "print('locked', flush=True)\ntime.sleep(120)\n",
+         str(live / ".lock"), str(live_other / ".lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert sandbox.live_run_dirs(own) == {live, live_other}
+        since = time.time()
+        time.sleep(0.02)
+        (live / "results.jsonl").write_text("the live run's own write")
+        (live_other / "summary.json").write_text("{}")
+        (done / "run.json").write_text('{"status": "finished", "best": "v009"}')
+        (runs / "t" / "new").mkdir()
+        (runs / "t" / "new" / "planted.json").write_text("{}")
+
+        def scan(**kw):
+            return sandbox.outside_writes(since, ws, project_root=tmp_path,
+                                          tenant_root=tmp_path / "tenant", run_dir=own,
+                                          home=tmp_path / "home", tmp=tmp_path / "tmp", **kw)  # fmt: skip
+
+        hits = scan(live_runs=sandbox.live_run_dirs(own))
+        assert hits == sorted([str(done / "run.json"), str(done) + "/",
+                               str(runs / "t" / "new") + "/",
+                               str(runs / "t" / "new" / "planted.json")]), hits  # fmt: skip
+        # Contained agents cannot reach runs/ and the built-in one is fapo's code: every
+        # other run's folder is someone else's write for them.
+        assert scan(contained=True) == [] and scan(trusted=True) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    # once its process is gone, that run is no longer live: the same writes are reported
+    assert sandbox.live_run_dirs(own) == set()
+    assert str(live / "results.jsonl") in scan(live_runs=sandbox.live_run_dirs(own))
+
+
+def test_a_run_that_finishes_while_the_agent_works_stays_exempt(tmp_path):
+    """Live when the agent started (recorded by the restore point) counts, not only at the end."""
+    import time
+
+    own, peer = tmp_path / "runs" / "t" / "own", tmp_path / "runs" / "t" / "peer"
+    ws = own / "scratch" / "fapo-ws-1" / "workspace"
+    for d in (ws, peer, tmp_path / "tenant"):
+        d.mkdir(parents=True)
+    guard = sandbox.Guard(tmp_path, tmp_path / "tenant", own, tmp_path / ".fapo" / "c.sqlite")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n"
+         "open(sys.argv[2], 'w').write('finished')\n",
+         str(peer / ".lock"), str(peer / "run.json")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    since = time.time()
+    time.sleep(0.02)
+    point = guard.restore_point(contained=False)
+    assert point is not None and point.live_runs == {peer}
+    holder.stdin.close()  # the peer run writes its last record and ends (lock released)
+    holder.wait(timeout=30)
+    outside, _ = guard.after(since, ws, False, point)
+    assert not any(str(peer) in h for h in outside), outside
+    # the next agent starts after the peer ended: a write there is reported
+    point = guard.restore_point(contained=False)
+    since = time.time()
+    time.sleep(0.02)
+    (peer / "run.json").write_text("tampered")
+    outside, _ = guard.after(since, ws, False, point)
+    assert str(peer / "run.json") in outside
+
+
+def test_candidate_code_never_builds_or_runs_interventions_in_process(project):
+    """A prompt change on top of an accepted code-level incumbent still builds in the worker,
+    and attribution's interventions (which need the graph in this process) are skipped for it."""
+    from types import SimpleNamespace
+
+    from fapo.interventions import for_run
+
+    tenant = load_tenant("demo-qa", project)
+    incumbent = _candidate(tenant)
+    built: list[object] = []
+    checks = review_in_code(
+        incumbent,
+        {"prompts/answer.md": incumbent.files["prompts/answer.md"] + "\nBe brief.\n"},
+        level="prompt",
+        stray=[],
+        outside=[],
+        immutable_before=incumbent.immutable_hashes(),
+        leak_index=LeakIndex(incumbent),
+        known={},
+        keys={},
+        build=lambda v: built.append(v) or None,
+    )
+    assert {c.name: c.passed for c in checks}["builds"] and len(built) == 1
+    run = SimpleNamespace(variants={"v000": tenant, "v001": incumbent}, log=SimpleNamespace(
+        events=[]), meter=SimpleNamespace(max_calls=None, calls=0), cache=None,
+        options=SimpleNamespace(concurrency=2))  # fmt: skip
+    assert for_run(run, "v000") is not None  # the tenant's own chain: interventions run
+    assert for_run(run, "v001") is None
+
+
+@needs_bwrap
+def test_a_candidate_that_does_not_build_in_the_worker_is_one_line(project):
+    from fapo.evaluate import evaluate
+
+    tenant = load_tenant("demo-qa", project)
+    broken = tenant.variant({"chain.py": tenant.files["chain.py"] + "\nraise ValueError('nope')\n"})
+    with pytest.raises(FapoError) as exc:
+        evaluate(broken, "val", use_cache=False, limit=1)
+    text = str(exc.value)
+    assert text.startswith(str(tenant.root / "chain.py")) and "ValueError: nope" in text
+    assert "\n" not in text
