@@ -126,3 +126,52 @@ def blocking(findings: Iterable[Finding]) -> list[Finding]:
 def lines(findings: Iterable[Finding]) -> list[str]:
     """One line per finding, for the report."""
     return [f"{f.severity.value} · {f.role} · {f.kind.value}: {f.detail}" for f in findings]
+
+
+def tenant_sealed(tenant: Any) -> frozenset[str]:
+    """`sealed_parts` of a tenant's validation and test files (fapo.tenant.Tenant)."""
+    data = tenant.spec.data
+    return sealed_parts([data.val, data.test])
+
+
+def of_review(answer_findings: Iterable[Any], agent: str) -> list[Finding]:
+    """The reviewing agent's own findings (fapo.agents.base.ReviewFinding) as Findings."""
+    return [
+        Finding(
+            kind=FindingKind.REVIEW,
+            severity=f.severity,
+            role="review",
+            agent=agent,
+            detail=f.issue,
+            file=f.file,
+        )  # fmt: skip
+        for f in answer_findings
+    ]
+
+
+def run_findings(variants: Sequence[dict[str, Any]]) -> list[tuple[str, Finding]]:
+    """(where, finding) for a report: each variant's decision findings, then the attribution
+    agent's denials and refused attempts (attribution.json's invocations)."""
+    out: list[tuple[str, Finding]] = []
+    for v in variants:
+        for f in (v.get("decision") or {}).get("findings") or []:
+            out.append((str(v["id"]), Finding.model_validate(f)))
+        agent = (v.get("attribution") or {}).get("agent") or {}
+        invs = [Invocation.model_validate(i) for i in agent.get("invocations") or []]
+        for f in of_invocations(invs, workspace=None, sealed=SEALED_PARTS):
+            out.append((f"{v['id']} attribution", f))
+    return out
+
+
+def report_lines(variants: Sequence[dict[str, Any]]) -> list[str]:
+    """The report's findings section (markdown), empty when there is none."""
+    rows = run_findings(variants)
+    if not rows:
+        return []
+    out = ["", "## Findings: denials, refused attempts, review findings", ""]
+    out += [
+        f"- **{where}** · {f.severity.value} · {f.role} ({f.agent}) · {f.kind.value}: "
+        + f.detail.replace("\n", " ")[:300]
+        for where, f in rows
+    ]
+    return out

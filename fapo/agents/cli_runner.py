@@ -545,8 +545,13 @@ class CLIAgent:
         invocations, result, failure = self._ask("review", request, workspace, parse_verdict)
         if result is None:
             return Verdict(approve=False, reasons=[], invocations=invocations, failure=failure)
-        approve, reasons = result
-        return Verdict(approve=approve, reasons=reasons, invocations=invocations)
+        return Verdict(
+            approve=result.approve,
+            reasons=result.reasons,
+            invocations=invocations,
+            inspected=result.inspected,
+            findings=result.findings,
+        )
 
     def _ask(
         self,
