@@ -51,15 +51,32 @@ def _target(entry: dict[str, Any]) -> str:
         value = inp.get(key) if isinstance(inp, dict) else None
         if value:
             return str(value)
-    return str(entry.get("target") or entry.get("command") or "")
+    return str(entry.get("target") or "")
+
+
+#: The engine names every agent's working folder `workspace` (fapo.propose, fapo.review,
+#: fapo.attribute): a path through it is inside, when the workspace itself is not known.
+_WORKSPACE_PART = "/workspace/"
 
 
 def _outside(target: str, workspace: Path | None) -> bool:
-    if not target or workspace is None or target.startswith("/bin/bash -lc"):
+    if not target:
         return False
     path = Path(target)
+    if workspace is None:
+        return path.is_absolute() and _WORKSPACE_PART not in target
     resolved = (path if path.is_absolute() else workspace / path).resolve()
     return not resolved.is_relative_to(workspace.resolve())
+
+
+def _workspace_of(inv: Invocation) -> Path | None:
+    """The working directory an invocation ran in, from its command line (bwrap's `--chdir`,
+    Codex's `-C`)."""
+    cmd = inv.command
+    for flag in ("--chdir", "-C"):
+        if flag in cmd and cmd.index(flag) + 1 < len(cmd):
+            return Path(cmd[cmd.index(flag) + 1])
+    return None
 
 
 def classify(
@@ -75,10 +92,16 @@ def classify(
     tool = str(entry.get("tool_name") or entry.get("tool") or "tool")
     target = _target(entry)
     what = str(entry.get("detail") or entry.get("error") or "")
-    detail = f"{tool}: {target}" + (f" ({what[:200]})" if what else "")
-    write = tool in _WRITE_TOOLS or (tool == "exec_command" and bool(entry.get("target")))
-    command = str(entry.get("command") or "")
-    if names_sealed(f"{target} {command}", sealed):
+    inp = entry.get("tool_input") if isinstance(entry.get("tool_input"), dict) else {}
+    command = str(entry.get("command") or inp.get("command") or inp.get("pattern") or "")
+    detail = f"{tool}: {target or command}" + (f" ({what[:200]})" if what else "")
+    write = tool in _WRITE_TOOLS or (tool == "exec_command" and bool(target))
+    # A path inside the workspace reveals nothing sealed (the workspace holds none), whatever
+    # its folders are called (runs/… when the workspace lives in the run folder).
+    text = f"{target if _outside(target, workspace) else ''} {command}"
+    if workspace is not None:
+        text = text.replace(str(workspace), "")
+    if names_sealed(text, sealed):
         kind, severity = FindingKind.SEALED_READ, Severity.BLOCK
     elif write and role != "propose":
         kind, severity = FindingKind.READ_ONLY_EDIT, Severity.WARN
@@ -106,12 +129,13 @@ def of_invocations(
     """Every denial and refused attempt of `invocations`, in order, without duplicates."""
     out: list[Finding] = []
     for inv in invocations:
+        ws = workspace or _workspace_of(inv)
         for entries, denied in ((inv.permission_denials, True), (inv.refused, False)):
             for e in entries:
                 if not isinstance(e, dict):
                     e = {"detail": str(e)}
                 f = classify(
-                    e, role=inv.role, agent=inv.agent, workspace=workspace, sealed=sealed,
+                    e, role=inv.role, agent=inv.agent, workspace=ws, sealed=sealed,
                     denied=denied,
                 )  # fmt: skip
                 if f not in out:

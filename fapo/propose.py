@@ -161,9 +161,7 @@ def _context_files(tenant: Tenant, level: Level, cluster: Cluster | None) -> dic
         out["transforms.md"] = "the transform catalogue: every kind, its fields, an example"
         out["chain.md"] = "the chain's steps, edges and prompts with their variables"
         out["functions.md"] = "functions the chain registered, usable by transforms"
-    out["scorer.py"] = (
-        "how outputs are scored (read-only; may be withheld if it quotes sealed data)"
-    )
+    out["scorer.py"] = "how outputs are scored (read-only)"
     if tenant.spec.checks:
         out["checks.py"] = "the tenant's step checks (read-only)"
     return out

@@ -404,3 +404,36 @@ def test_denials_are_findings_and_a_sealed_read_blocks(tmp_path, demo):
     assert decision.findings == prop.findings
     lines = "\n".join(report_lines([{"id": "v001", "decision": decision.model_dump(mode="json")}]))
     assert "sealed_read" in lines and "refused_tool" in lines and val in lines
+
+
+# -- generated, so they cannot drift --------------------------------------------------------------
+
+
+def test_catalogue_covers_every_transform_kind_with_a_valid_example():
+    from fapo import transforms
+    from fapo.catalogue import docstring_examples, transform_catalogue, transform_models
+
+    kinds = [m.model_fields["kind"].annotation.__args__[0] for m in transform_models()]
+    assert sorted(kinds) == sorted(docstring_examples())  # every kind has a docstring example
+    text = transform_catalogue(["search"])
+    for model, kind in zip(transform_models(), kinds, strict=True):
+        section = _section(text, f"## `{kind}`")
+        for field in model.model_fields:
+            assert f"| `{field}` |" in section, (kind, field)
+        example = section[section.index("```yaml") + 7 : section.rindex("```")]
+        transforms.Structure.model_validate(yaml.safe_load(example))  # the example validates
+    assert "registered by this chain: `search`" in text
+
+
+def test_docs_agents_md_shows_the_generated_briefs():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "agent_briefs.py"), "--check"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = (ROOT / "docs" / "agents.md").read_text()
+    for heading in ("### Propose", "### Attribute", "### Review"):
+        assert heading in doc

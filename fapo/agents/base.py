@@ -224,7 +224,7 @@ def brief_markdown(brief: Brief) -> str:
     if brief.cluster:
         c = brief.cluster
         lines += [
-            "## Failure cluster to fix",
+            "## The failure cluster the change targets" if review else "## Failure cluster to fix",
             f"- step: `{c.step}`; cause: {c.cause}; level: {c.level}; confidence {c.confidence:.2f}",
             f"- {len(c.example_ids)} train examples; suggested fix: {c.suggested_fix}",
             "",
