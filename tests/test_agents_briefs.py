@@ -437,3 +437,36 @@ def test_docs_agents_md_shows_the_generated_briefs():
     doc = (ROOT / "docs" / "agents.md").read_text()
     for heading in ("### Propose", "### Attribute", "### Review"):
         assert heading in doc
+
+
+def test_history_carries_diff_and_val_effect_as_counts_only(tmp_path, demo):
+    from fapo.propose import build_brief, enrich_history, plateau
+
+    tenant = demo[0]
+    val = list(tenant.examples("val"))[:4]
+    variants = tmp_path / "variants"
+    for vid, scores in (("v000", [0, 0, 1, 1]), ("v001", [1, 0, 1, 0]), ("v002", [0, 0, 1, 1])):
+        (variants / vid / "eval" / "val").mkdir(parents=True)
+        rows = [{"id": ex.id, "repeat": 0, "score": s} for ex, s in zip(val, scores, strict=True)]
+        (variants / vid / "eval" / "val" / "results.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows)
+        )
+    (variants / "v001" / "diff.patch").write_text("--- a/p\n+++ b/p\n+Answer briefly.\n")
+    question = max((str(ex.inputs["question"]) for ex in tenant.examples("val")), key=len)
+    assert len(question.split()) >= 8  # long enough for the leak index's 8-grams
+    (variants / "v002" / "diff.patch").write_text(f"--- a/p\n+++ b/p\n+{question}\n")
+    history = [
+        {"variant": "v001", "parent": "v000", "level": "prompt", "outcome": "rejected"},
+        {"variant": "v002", "parent": "v000", "level": "prompt", "outcome": "rejected"},
+    ]
+    rich = enrich_history(history, variants, LeakIndex(tenant))
+    assert rich[0]["val_effect"] == {"better": 1, "worse": 1, "unchanged": 2}
+    assert rich[0]["diff"].endswith("+Answer briefly.\n")
+    assert "withheld" in rich[1]["diff"] and question not in rich[1]["diff"]  # sealed text
+    brief = build_brief(_inc(demo), "prompt", _cluster(demo, "prompt"), rich)
+    text = brief.to_markdown()
+    assert "1 better, 1 worse, 2 unchanged (counts only)" in text and "+Answer briefly." in text
+    assert not any(ex.id in text for ex in val)  # no validation id, input or label
+    assert not any(t in text for t in _sealed_texts(tenant))
+    assert brief.plateau and "2 attempts" in brief.plateau  # two rejected in a row
+    assert plateau(history[:1], "prompt") is None and plateau(history, "parameter") is None
