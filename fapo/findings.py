@@ -94,7 +94,10 @@ def classify(
     what = str(entry.get("detail") or entry.get("error") or "")
     inp = entry.get("tool_input") if isinstance(entry.get("tool_input"), dict) else {}
     command = str(entry.get("command") or inp.get("command") or inp.get("pattern") or "")
-    detail = f"{tool}: {target or command}" + (f" ({what[:200]})" if what else "")
+    subject = target or command
+    detail = (
+        f"{tool}: {subject} ({what[:200]})" if subject and what else f"{tool}: {subject or what}"
+    )
     write = tool in _WRITE_TOOLS or (tool == "exec_command" and bool(target))
     # A path inside the workspace reveals nothing sealed (the workspace holds none), whatever
     # its folders are called (runs/… when the workspace lives in the run folder).

@@ -341,10 +341,15 @@ def propose(
 
 
 def _outline(tenant: Tenant) -> Outline | None:
-    """The incumbent's chain outline; None when it does not build without a model."""
+    """The incumbent's chain outline; None when it does not build without a model, or when its
+    chain.py is not the tenant author's (a code-level candidate is built only in the sandboxed
+    worker, never in this process: docs/security.md)."""
+    own = tenant.root / "chain.py"
     try:
+        if not own.is_file() or tenant.files.get("chain.py") != own.read_text(encoding="utf-8"):
+            return None
         return chain_outline(tenant)
-    except FapoError:
+    except (FapoError, OSError, UnicodeDecodeError):
         return None
 
 
