@@ -326,43 +326,53 @@ def test_spend_is_recorded_for_a_killed_agent(tmp_path, kind):
     assert inv.usage.source is UsageSource.PARTIAL
 
 
+def _budget(max_usd: float, task_usd: float):
+    """The run's real budget (fapo.budget.Budget), with `task_usd` already spent by the task
+    model."""
+    from fapo.run_setup import make_budget
+    from fapo.spec import BudgetSpec
+
+    budget = make_budget(BudgetSpec(), {"max_usd": max_usd})
+    budget.meter.cost_usd = task_usd
+    return budget
+
+
 @pytest.mark.cli
-def test_usd_budget_held_within_one_claude_call(tmp_path):
+def test_usd_budget_held_within_one_claude_call_then_no_call_starts(tmp_path):
     require("claude")
     ws = workspace(tmp_path)
     reads = [_read("claude-code", "prompts/answer.md")] * 8
-
-    class Spent:  # what bind_budget reads of fapo.budget.Budget
-        usd = 0.0
-        spec = type("Spec", (), {"max_usd": 0.0013})()
-
+    budget = _budget(0.0017, 0.0004)  # $0.0013 left for the agent
     with MockModelServer("anthropic", Script().add(PROPOSE, *reads)) as srv:
-        agent = bind_budget(claude(tmp_path, srv.url, max_turns=20), Spent())
+        agent = bind_budget(claude(tmp_path, srv.url, max_turns=20), budget)
         proposal = agent.propose(BRIEF, ws)
         requests = len(srv.model_requests())
+        budget.agent_usd += proposal.invocations[0].usage.usd  # as the loop does
+        again = agent.propose(BRIEF, ws)
+        assert len(srv.model_requests()) == requests  # the second call never started
     (inv,) = proposal.invocations
-    assert "--max-budget-usd" in inv.command
     assert inv.command[inv.command.index("--max-budget-usd") + 1] == "0.001300"
     assert inv.is_error and "max_budget" in (inv.error or "")
     one_response = (100 * 3.0 + 20 * 15.0) / 1e6  # the mock's usage at the table's prices
     assert 0.0013 < inv.usage.usd <= 0.0013 + one_response  # overshoot: one response at most
     assert requests == 3
+    (inv2,) = again.invocations
+    assert inv2.is_error and "USD budget spent" in (inv2.error or "") and inv2.command == []
 
 
 @pytest.mark.cli
 def test_spent_budget_starts_no_codex_call(tmp_path):
     require("codex")
-
-    class Spent:
-        usd = 0.31
-        spec = type("Spec", (), {"max_usd": 0.3})()
-
+    budget = _budget(0.3, 0.31)
     with MockModelServer("responses", Script().add(PROPOSE, Text("x"))) as srv:
-        agent = bind_budget(codex(tmp_path, srv.url), Spent())
+        agent = bind_budget(codex(tmp_path, srv.url), budget)
         proposal = agent.propose(BRIEF, workspace(tmp_path))
         assert srv.model_requests() == []
     (inv,) = proposal.invocations
     assert inv.is_error and "USD budget spent" in (inv.error or "") and inv.command == []
+    assert "--max-budget-usd" not in codex(tmp_path, "http://127.0.0.1:9").argv(
+        "codex", "propose", "p", tmp_path, max_usd=1.0
+    )
 
 
 # -- denials and refused attempts become findings -----------------------------------------------
