@@ -326,7 +326,7 @@ def test_codex_read_only_roles_cannot_write(tmp_path, codex_bin):
     script = Script().add(
         REVIEW,
         Tool("apply_patch", replace_file_patch("prompts/answer.md", PROMPT, NEW_PROMPT)),
-        approve(reason="fine"),
+        approve("prompts/answer.md", reason="fine"),
     )
     with MockModelServer("responses", script) as srv:
         verdict = codex(tmp_path, srv.url).review(REVIEW_REQ, ws)
@@ -387,7 +387,7 @@ def test_codex_review_veto_and_attribution(tmp_path, codex_bin):
     ws = _read_only_ws(tmp_path)
     script = (
         Script()
-        .add(REVIEW, veto("edits the scorer", "scorer.py"))
+        .add(REVIEW, veto("edits the scorer", "scorer.py", "context/scorer.py"))
         .add(ATTRIBUTE, json_answer(GOOD_CLUSTERS))
     )
     with MockModelServer("responses", script) as srv:
@@ -702,3 +702,18 @@ def test_doctor_warns_when_agent_and_task_model_share_a_key(tmp_path):
     assert "task model's OPENAI_API_KEY" in row["detail"] and TASK_KEY not in row["detail"]
     row2 = check_agent("codex", settings, env=env, probe=False)  # no task key: nothing shared
     assert "warning" not in row2["detail"]
+
+
+def test_reviewer_must_name_files_it_could_read(tmp_path):
+    from fapo.agents.cli_runner import inspected_exist
+    from fapo.agents.prompts import AnswerError, parse_verdict
+
+    ws = _read_only_ws(tmp_path)
+    ok = parse_verdict(f'{{"approve": true, {_I}, "reasons": ["fine"]}}')
+    assert inspected_exist(ok, ws) is ok
+    for names in (["prompts/missing.md"], ["../../etc/passwd"], [str(tmp_path / "elsewhere")]):
+        answer = parse_verdict(
+            json.dumps({"approve": True, "inspected": names, "reasons": ["fine"]})
+        )
+        with pytest.raises(AnswerError, match="not in your working directory"):
+            inspected_exist(answer, ws)

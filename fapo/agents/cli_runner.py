@@ -40,6 +40,7 @@ from fapo.agents.base import (
 )
 from fapo.agents.prompts import (
     AnswerError,
+    ReviewAnswer,
     parse_attribution,
     parse_verdict,
     request_markdown,
@@ -316,6 +317,21 @@ def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
 # -- the shared role flow ----------------------------------------------------------------------
 
 
+def inspected_exist(answer: ReviewAnswer, workspace: Path) -> ReviewAnswer:
+    """Fail-closed: every file a reviewer says it inspected is in its workspace (a reviewer
+    naming files it could not have read has not reviewed the change)."""
+    root = workspace.resolve()
+    missing = [
+        f
+        for f in answer.inspected
+        if not (root / f.removeprefix("./")).resolve().is_relative_to(root)
+        or not (root / f.removeprefix("./")).exists()
+    ]
+    if missing:
+        raise AnswerError(f"inspected: not in your working directory: {missing[:5]}")
+    return answer
+
+
 @dataclass
 class Parsed:
     """What an adapter read from its CLI's event stream."""
@@ -542,7 +558,12 @@ class CLIAgent:
         return AttributionAnswer(clusters=result or [], invocations=invocations, failure=failure)
 
     def review(self, request: ReviewRequest, workspace: Path) -> Verdict:
-        invocations, result, failure = self._ask("review", request, workspace, parse_verdict)
+        invocations, result, failure = self._ask(
+            "review",
+            request,
+            workspace,
+            lambda text: inspected_exist(parse_verdict(text), workspace),
+        )
         if result is None:
             return Verdict(approve=False, reasons=[], invocations=invocations, failure=failure)
         return Verdict(
