@@ -480,3 +480,27 @@ def test_history_carries_diff_and_val_effect_as_counts_only(tmp_path, demo):
     assert not any(t in text for t in _sealed_texts(tenant))
     assert brief.plateau and "2 attempts" in brief.plateau  # two rejected in a row
     assert plateau(history[:1], "prompt") is None and plateau(history, "parameter") is None
+
+
+@pytest.mark.cli
+def test_a_reviewers_edit_attempt_is_a_finding(tmp_path, demo):
+    require("claude")
+    tenant = demo[0]
+    new = tenant.files["prompts/answer.md"] + "\nBe brief.\n"
+    script = Script().add(
+        REVIEW,
+        _read("claude-code", "prompts/answer.md"),
+        Tool(
+            "Edit", {"file_path": "prompts/answer.md", "old_string": "Be brief.", "new_string": ""}
+        ),
+        json_answer({"approve": True, "inspected": ["prompts/answer.md"], "reasons": ["fine"]}),
+    )
+    with MockModelServer("anthropic", script) as srv:
+        verdict = agent_review(
+            claude(tmp_path, srv.url, max_turns=12), tenant.variant({"prompts/answer.md": new}),
+            level="prompt", diff="+Be brief.\n", rationale="brevity", rules=["only prompts"],
+            transcripts=tmp_path / "review-agent", scratch=tmp_path, parent=tenant,
+        )  # fmt: skip
+    edits = [f for f in verdict.findings if f.kind is FindingKind.READ_ONLY_EDIT]
+    assert len(edits) == 1 and edits[0].role == "review" and "Edit" in edits[0].detail
+    assert verdict.approve  # the edit never happened: recorded, not a veto

@@ -91,6 +91,8 @@ TECHNIQUES = [
     "plainly.",
     "At the parameter level change one value, in the direction the traces suggest; at the "
     "structure level add one transform from the catalogue.",
+    "Plateau: when earlier attempts at this level gained nothing (see their val effect), do not "
+    "resubmit a variant of the same idea; change the technique or the step you work on.",
 ]
 
 #: Examples in a prompt must be invented: a copied train row teaches the step one answer
