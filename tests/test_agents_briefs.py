@@ -114,37 +114,51 @@ def _hop_from_catalogue(seen: str) -> dict:
     return {**hop, "after": steps[0], "search": registered.group(1)}
 
 
-def _write_hop_prompt(results: str) -> Tool:
-    hop = _hop_from_catalogue(results)
-    text = "Write one search query for the missing link.\n" + "".join(
-        f"{v}: {{{v}}}\n" for v in hop["inputs"]
-    )
-    return Tool("Write", {"file_path": f"prompts/{hop['query_prompt']}.md", "content": text})
+def _write(kind: str, rel: str, text: str) -> Tool:
+    if kind == "claude-code":
+        return Tool("Write", {"file_path": rel, "content": text})
+    return Tool("exec_command", {"cmd": f"cat > {rel} <<'FAPO_EOF'\n{text}FAPO_EOF"})
 
 
-def _write_structure(results: str) -> Tool:
-    text = yaml.safe_dump({"transforms": [_hop_from_catalogue(results)]}, sort_keys=False)
-    return Tool("Write", {"file_path": "structure.yaml", "content": text})
+def _write_hop_prompt(kind: str) -> Dynamic:
+    def make(results: str) -> Tool:
+        hop = _hop_from_catalogue(results)
+        text = "Write one search query for the missing link.\n" + "".join(
+            f"{v}: {{{v}}}\n" for v in hop["inputs"]
+        )
+        return _write(kind, f"prompts/{hop['query_prompt']}.md", text)
+
+    return Dynamic(make)
+
+
+def _write_structure(kind: str) -> Dynamic:
+    def make(results: str) -> Tool:
+        text = yaml.safe_dump({"transforms": [_hop_from_catalogue(results)]}, sort_keys=False)
+        return _write(kind, "structure.yaml", text)
+
+    return Dynamic(make)
 
 
 @pytest.mark.cli
-def test_structure_proposal_from_the_generated_catalogue_builds(tmp_path, demo):
-    require("claude")
+@pytest.mark.parametrize("kind", ["claude-code", "codex"])
+def test_structure_proposal_from_the_generated_catalogue_builds(tmp_path, demo, kind):
+    require("claude" if kind == "claude-code" else "codex")
     tenant = demo[0]
     script = Script().add(
         PROPOSE,
-        _read("claude-code", "BRIEF.md"),
-        _read("claude-code", "context/transforms.md"),
-        _read("claude-code", "context/chain.md"),
-        _read("claude-code", "structure.yaml"),
-        Dynamic(_write_hop_prompt),
-        Dynamic(_write_structure),
+        _read(kind, "BRIEF.md"),
+        _read(kind, "context/transforms.md"),
+        _read(kind, "context/chain.md"),
+        _read(kind, "structure.yaml"),
+        _write_hop_prompt(kind),
+        _write_structure(kind),
         Text("Added a retrieval hop after the first step, as the catalogue describes."),
     )
     vdir = tmp_path / "variants" / "v001"
-    with MockModelServer("anthropic", script) as srv:
+    make, protocol = (claude, "anthropic") if kind == "claude-code" else (codex, "responses")
+    with MockModelServer(protocol, script) as srv:
         prop = propose(
-            claude(tmp_path, srv.url, max_turns=12, timeout_s=60),
+            make(tmp_path, srv.url, max_turns=12, timeout_s=60),
             _inc(demo),
             variant="v001",
             level="structure",

@@ -218,6 +218,7 @@ def test_fapo_run_with_real_cli(tmp_path, kind):
     assert [f["detail"] for f in in_review] == [f["detail"] for f in decision[3]["findings"]]
     report = (run / "report.md").read_text()
     assert "## Findings" in report and "outside_write" in report
+    assert 'id="findings"' in (run / "report.html").read_text()
     # 4. the reviewing agent's veto blocks an in-scope change
     assert decision[4]["status"] == "invalid" and "special-cases a style" in decision[4]["reason"]
     assert not (v[4] / "eval").exists()
