@@ -24,6 +24,7 @@ from fapo import records as rec
 from fapo import run_setup as setup
 from fapo import sequential as seq  # sequential: staged val, run-level alpha
 from fapo.agents.base import Agent
+from fapo.agents.cli_runner import bind_budget  # briefs: USD budget inside agent calls
 from fapo.artifacts import write_json
 from fapo.attribute import ladder, with_agent
 from fapo.cache import CallCache
@@ -33,8 +34,8 @@ from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.interventions import for_run
 from fapo.noise import comparison_repeats, on_draws  # moves:
-from fapo.propose import RULES, Incumbent, changes_of, history_entry, propose
-from fapo.review import LeakIndex, review_candidate
+from fapo.propose import RULES, Incumbent, attribution_context, changes_of, history_entry, propose
+from fapo.review import LeakIndex, record_findings, review_candidate
 from fapo.run_setup import RunOptions
 from fapo.settings import Settings
 from fapo.stop import LoopState, StopCondition, default_stop, note_proposal
@@ -88,7 +89,7 @@ class Run:
     def agent(self) -> Agent:
         if self._agent is None:
             self._agent = setup.make_agent(self.agent_kind, self)
-        return self._agent
+        return bind_budget(self._agent, self.budget)  # briefs: no agent call past max_usd
 
     def vdir(self, vid: str) -> Path:
         return self.dir / "variants" / vid
@@ -150,7 +151,7 @@ class Run:
             runner = for_run(self, vid)
             att = with_agent(
                 ladder(self.variants[vid], results, interventions=runner),
-                self.agent,
+                attribution_context(self.agent, self.variants[vid], self.leaks),  # briefs:
                 tenant=self.tenant.name,
                 steps=list(self.summaries[(vid, "train")].steps),
                 levels=self.tenant.spec.levels(),
@@ -267,7 +268,7 @@ class Run:
         self._notify(obs.ProposalStarted(variant=vid, level=level.level, cause=cause))
         prop = self._memo("proposal", vid, rec.ProposalRecord, lambda: self._propose(vid, level, cluster))  # fmt: skip
         st.proposed = self.budget.variants = st.proposed + 1
-        decision = self._decide(vid, prop)
+        decision = record_findings(self._decide(vid, prop), prop, self.vdir(vid))  # briefs:
         write_json(self.vdir(vid) / "decision.json", decision.model_dump(mode="json", exclude_none=True))  # fmt: skip
         self._notify(obs.Decided(decision=decision))
         self.history.append(history_entry(prop, decision))

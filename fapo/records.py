@@ -53,12 +53,21 @@ class Record(BaseModel):
 # -- agent accounting --------------------------------------------------------------------------
 
 
+class UsageSource(StrEnum):
+    """Where an invocation's token and USD figures come from (briefs: issue 16)."""
+
+    REPORTED = "reported"  # the CLI's own final usage report
+    PARTIAL = "partial"  # summed from the events seen before the process was stopped
+    NONE = "none"  # nothing was reported (e.g. the process never reached the model)
+
+
 class AgentUsage(Record):
     usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
     turns: int = 0
     duration_s: float = 0.0
+    source: UsageSource = UsageSource.REPORTED
 
 
 class Invocation(Record):
@@ -72,9 +81,43 @@ class Invocation(Record):
     error: str | None = None
     timed_out: bool = False
     permission_denials: list[Any] = Field(default_factory=list)
+    # Tool calls refused without a permission check (a tool not offered, a write the tool
+    # itself refused, a failed command): `{tool_name, tool_input, error}` (briefs: issue 16).
+    refused: list[Any] = Field(default_factory=list)
     usage: AgentUsage = AgentUsage()
     transcript_file: str | None = None  # relative to the workspace's parent (proposal dir)
     final_text: str = ""
+
+
+class Severity(StrEnum):
+    """How a finding weighs: `block` stops the candidate, `warn` is recorded only."""
+
+    BLOCK = "block"
+    WARN = "warn"
+
+
+class FindingKind(StrEnum):
+    """What an agent tried that was refused or denied, or what a reviewer found."""
+
+    SEALED_READ = "sealed_read"  # tried to read validation/test data or run records
+    OUTSIDE_READ = "outside_read"  # tried to read elsewhere outside its workspace
+    OUTSIDE_WRITE = "outside_write"  # tried to write outside its workspace
+    DENIED = "denied"  # any other permission denial
+    REFUSED_TOOL = "refused_tool"  # called a tool that is not offered, or the tool refused
+    READ_ONLY_EDIT = "read_only_edit"  # a read-only role tried to change its workspace
+    REVIEW = "review"  # a finding of the reviewing agent
+
+
+class Finding(Record):
+    """One denial, refused attempt or review finding, as recorded in review.json, decision.json
+    and the report."""
+
+    kind: FindingKind
+    severity: Severity
+    role: Role
+    agent: str
+    detail: str
+    file: str | None = None
 
 
 def spend(invocations: list[Invocation] | tuple[Invocation, ...]) -> float:
@@ -154,6 +197,7 @@ class ProposalFailure(StrEnum):
     NOTHING_LEFT = "nothing_left"  # no untried move at this level
     NO_IMPROVEMENT = "no_improvement"  # moves exist, none improves train
     SCRIPT_EXHAUSTED = "script_exhausted"  # a scripted agent ran out of steps
+    SEALED_READ = "sealed_read"  # the agent tried to read sealed (validation/test) data
     NO_CHANGE = "no_change"  # the agent ran but changed no file
     OUTSIDE_WRITE = "outside_write"  # the agent tried to write outside its workspace
     AGENT_ERROR = "agent_error"  # the agent process failed
@@ -170,7 +214,7 @@ class ProposalFailure(StrEnum):
     @property
     def blocks(self) -> bool:
         """A protocol violation rather than an empty answer."""
-        return self is ProposalFailure.OUTSIDE_WRITE
+        return self in (ProposalFailure.OUTSIDE_WRITE, ProposalFailure.SEALED_READ)
 
 
 def legacy_failure_kind(message: str) -> ProposalFailure:
@@ -205,6 +249,7 @@ class ProposalRecord(Record):
     withheld: dict[str, str] = Field(default_factory=dict)  # context kept out: file -> why
     invalid: list[str] = Field(default_factory=list)  # changed files not valid UTF-8
     key_hits: list[str] = Field(default_factory=list)  # `file: $VAR` (values never recorded)
+    findings: list[Finding] = Field(default_factory=list)  # denials and refused attempts
     failure: str | None = None
     failure_kind: ProposalFailure | None = None
     agent_usd: float = 0.0
@@ -238,6 +283,8 @@ class AgentVerdict(Record):
     approve: bool
     reasons: list[str] = Field(default_factory=list)
     invocations: list[Invocation] = Field(default_factory=list)
+    inspected: list[str] = Field(default_factory=list)  # files the reviewer says it read
+    findings: list[Finding] = Field(default_factory=list)  # per finding: severity, file, issue
 
 
 class ReviewRecord(Record):
@@ -246,6 +293,7 @@ class ReviewRecord(Record):
     blocked: bool
     checks: list[Check]
     agent_verdict: AgentVerdict | None = None
+    findings: list[Finding] = Field(default_factory=list)  # the proposer's and reviewer's denials
 
     @property
     def agent_usd(self) -> float:
@@ -277,6 +325,7 @@ class DecisionRecord(Record):
     stats: dict[str, Any] = Field(default_factory=dict)
     candidate_val: float | None = None
     incumbent_val: float | None = None
+    findings: list[Finding] = Field(default_factory=list)  # denials and refused attempts
 
     @property
     def accepted(self) -> bool:

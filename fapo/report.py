@@ -205,6 +205,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             "those instruction types, not a general improvement"
             for f in flags
         ]
+    from fapo.findings import report_lines  # briefs: issue 16
+
+    L += report_lines(variants)
     if data["levels"]:
         L += ["", "## Escalations", ""] + [
             f"- {e['from']} → {e['to']}: {e['why']}" for e in data["levels"]

@@ -661,6 +661,7 @@ candidate that never ran (blocked by review or no proposal). Labels under the ax
 <section><h2>Pipeline cost per example: baseline vs final</h2>
 {_cost_section(extra["per_example"], best)}</section>
 <section><h2>Spend by stage</h2>{_spend_section(info, extra["spend"])}</section>
+{_findings_section(data["variants"])}
 <section><h2>Final change (v000 → {_e(best)})</h2>
 {f'<pre class="diff" id="final-diff">{_diff_html(diff)}</pre>' if diff else "<p>No change: the baseline is still the best variant.</p>"}
 </section>
@@ -668,3 +669,25 @@ candidate that never ran (blocked by review or no proposal). Labels under the ax
 markdown version is report.md next to this file.</p>
 </main><script>{SCRIPT}</script></body></html>
 """
+
+
+def _findings_section(variants: list[dict[str, Any]]) -> str:
+    """briefs (issue 16): every denial, refused attempt and review finding, one row each."""
+    from fapo.findings import run_findings
+
+    rows = [
+        [
+            _e(where),
+            _e(f.severity.value),
+            _e(f"{f.role} ({f.agent})"),
+            _e(f.kind.value),
+            _e(f.detail),
+        ]
+        for where, f in run_findings(variants)
+    ]
+    if not rows:
+        return ""
+    table = _table(["where", "severity", "role", "kind", "detail"], rows, table_id="findings")
+    return (
+        f"<section><h2>Findings: denials, refused attempts, review findings</h2>{table}</section>"
+    )

@@ -11,15 +11,25 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fapo import findings as findings_mod
 from fapo.agents.base import Agent, Brief, ReviewRequest
-from fapo.artifacts import copy_transcripts, read_files, snapshot, write_json
+from fapo.artifacts import copy_transcripts, read_files, read_json, snapshot, write_json
 from fapo.attribute import gold_strings
 from fapo.candidate import build_in_sandbox, is_candidate_code
 from fapo.context import placeholders
 from fapo.errors import FapoError
-from fapo.records import AgentVerdict, Check, Level, ProposalRecord, ReviewRecord
+from fapo.records import (
+    AgentVerdict,
+    Check,
+    Cluster,
+    DecisionRecord,
+    Finding,
+    Level,
+    ProposalRecord,
+    ReviewRecord,
+)
 from fapo.tenant import Tenant, in_scope, is_mutable
-from fapo.workspace import prepare
+from fapo.workspace import LeakCheck, allowed_files, prepare
 
 __all__ = [
     "Check",
@@ -393,41 +403,78 @@ def agent_review(
     rules: Sequence[str],
     transcripts: Path,
     scratch: Path | None = None,
+    parent: Tenant | None = None,
+    parent_id: str = "",
+    cluster: Cluster | None = None,
+    leak_index: LeakCheck | None = None,
 ) -> AgentVerdict:
-    """Ask `agent` to review `diff` in a read-only workspace of the candidate. A reviewer that
-    fails or modifies its workspace vetoes; its transcripts are copied to `transcripts`."""
+    """Ask `agent` to review `diff` in a read-only workspace of the candidate: the changed
+    files, the parent's versions under `parent/`, BRIEF.md with the allowed files, the scope
+    rules and the cluster the change targets, and the diff. Tenant files copied in pass
+    `leak_index` like the proposer's. A reviewer that fails or modifies its workspace vetoes;
+    its transcripts are copied to `transcripts`."""
+    base = parent or candidate
+    allowed = allowed_files(base, level)
     req = ReviewRequest(
-        tenant=candidate.name, level=level, diff=diff, scope_rules=list(rules), rationale=rationale
-    )
+        tenant=candidate.name, level=level, diff=diff, scope_rules=list(rules), rationale=rationale,
+        allowed_files=allowed, cluster=cluster, parent=parent_id,
+    )  # fmt: skip
     brief = Brief(
         tenant=candidate.name,
         level=level,
-        objective="Review the diff.",
+        role="review",
+        objective=(
+            "Review the proposed change (diff.patch in context/, the changed files in place, "
+            "the parent's versions under parent/) against the allowed files, the scope rules "
+            "and the failure cluster it targets. Do not edit anything."
+        ),
         scores={},
-        cluster=None,
+        cluster=cluster,
         traces=[],
-        allowed_files=[],
+        allowed_files=allowed,
+        rules=list(rules),
     )
+    changed = sorted(
+        r for r in {*candidate.files, *base.files} if candidate.files.get(r) != base.files.get(r)
+    )
+    parent_files = {f"parent/{r}": base.files[r] for r in changed if r in base.files}
     with tempfile.TemporaryDirectory(prefix="fapo-review-", dir=scratch) as tmp:
         ws = Path(tmp) / "workspace"
-        prepare(ws, candidate, level, brief, {"diff.patch": diff})
+        prepare(ws, candidate, level, brief, {"diff.patch": diff}, leak_index=leak_index)
+        for rel, text in parent_files.items():
+            (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+            (ws / rel).write_text(text, encoding="utf-8")
+            (ws / rel).chmod(0o444)
         before = snapshot(ws)
         v = agent.review(req, ws)
         touched = sorted(set(snapshot(ws).items()) ^ set(before.items()))
         copy_transcripts(Path(tmp), transcripts)
+    findings = findings_mod.of_invocations(
+        v.invocations, workspace=ws, sealed=findings_mod.tenant_sealed(base)
+    ) + findings_mod.of_review(v.findings, agent.name)
     return AgentVerdict(
         approve=v.approve and not v.failure and not touched,
         reasons=v.reasons
         + ([f"reviewer failed: {v.failure}"] if v.failure else [])
         + (["the read-only reviewer modified its workspace"] if touched else []),
         invocations=list(v.invocations),
+        inspected=list(v.inspected),
+        findings=findings,
     )
 
 
-def verdict(checks: list[Check], agent: AgentVerdict | None) -> ReviewRecord:
-    """Blocked if any check failed or the reviewing agent vetoed."""
-    blocked = any(not c.passed for c in checks) or (agent is not None and not agent.approve)
-    return ReviewRecord(blocked=blocked, checks=checks, agent_verdict=agent)
+def verdict(
+    checks: list[Check], agent: AgentVerdict | None, proposal_findings: Sequence[Finding] = ()
+) -> ReviewRecord:
+    """Blocked if any check failed, the reviewing agent vetoed or a finding blocks. The
+    record's findings are the proposer's denials and refused attempts, then the reviewer's."""
+    findings = [*proposal_findings, *(agent.findings if agent else [])]
+    blocked = (
+        any(not c.passed for c in checks)
+        or (agent is not None and not agent.approve)
+        or bool(findings_mod.blocking(proposal_findings))
+    )
+    return ReviewRecord(blocked=blocked, checks=checks, agent_verdict=agent, findings=findings)
 
 
 def review_candidate(
@@ -473,7 +520,28 @@ def review_candidate(
             rules=rules,
             transcripts=files / "review-agent",
             scratch=scratch,
+            parent=incumbent,
+            parent_id=prop.parent,
+            cluster=prop.cluster,
+            leak_index=leaks,
         )
-    review = verdict(checks, agent_part)
+    review = verdict(checks, agent_part, prop.findings)
     write_json(files / "review.json", review.model_dump(mode="json"))
     return review
+
+
+def record_findings(decision: DecisionRecord, prop: ProposalRecord, vdir: Path) -> DecisionRecord:
+    """`decision` carrying every denial and refused attempt of the proposal and its review
+    (issue 16). A proposal that never reached review but has findings gets a `review.json`
+    holding them (blocked, no checks run), so review.json, decision.json and the report agree."""
+    path = vdir / "review.json"
+    if path.is_file():
+        findings = ReviewRecord.model_validate(read_json(path)).findings
+    else:
+        findings = list(prop.findings)
+        if findings:
+            record = ReviewRecord(blocked=True, checks=[], findings=findings)
+            write_json(path, record.model_dump(mode="json"))
+    if not findings:
+        return decision
+    return decision.model_copy(update={"findings": list(findings)})

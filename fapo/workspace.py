@@ -7,6 +7,7 @@ After the agent returns, `collect` reads what changed from disk (never from the 
 from __future__ import annotations
 
 import difflib
+import json
 import shutil
 import stat
 from pathlib import Path
@@ -83,12 +84,21 @@ def prepare(
     for rel, text in extra_context.items():
         (ws / CONTEXT / rel).parent.mkdir(parents=True, exist_ok=True)
         (ws / CONTEXT / rel).write_text(text, encoding="utf-8")
+    brief = visible_brief(brief, withheld)
     (ws / "BRIEF.md").write_text(brief.to_markdown(), encoding="utf-8")
     (ws / "brief.json").write_text(brief.model_dump_json(indent=2), encoding="utf-8")
     for p in (ws / CONTEXT).rglob("*"):
         if p.is_file():
             p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     return withheld
+
+
+def visible_brief(brief: Brief, withheld: dict[str, str]) -> Brief:
+    """`brief` without the context files that were withheld (it lists only what is there)."""
+    if not withheld:
+        return brief
+    kept = {k: v for k, v in brief.context_files.items() if k not in withheld}
+    return brief.model_copy(update={"context_files": kept})
 
 
 def collect(
@@ -154,3 +164,99 @@ def context_listing(functions: dict[str, Any]) -> str:
         doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
         lines.append(f"- `{name}`: {doc[0] if doc else ''}")
     return "\n".join(lines) + "\n"
+
+
+# -- the attribution role's workspace (briefs: issue 16) -----------------------------------------
+
+TRAIN_ROWS = 3  # a few rows show the data's shape; the failures themselves are in failures.json
+
+
+def prepare_attribution(
+    ws: Path,
+    tenant: Tenant,
+    *,
+    steps: list[str],
+    levels: list[Level],
+    failures: list[dict[str, Any]],
+    level_definitions: dict[str, str],
+    leak_index: LeakCheck | None = None,
+) -> dict[str, str]:
+    """Lay out the attribution workspace: the chain's source and prompts (the variant's own
+    files, like the proposer's), scorer and checks (leak-checked, as in `prepare`), a few
+    train rows, `failures.json`, `steps.md` (each step's output for every failure) and
+    `ATTRIBUTION.md` (the steps, the levels and what each means). Returns {withheld: why}."""
+    ws.mkdir(parents=True, exist_ok=True)
+    for rel, text in tenant.files.items():
+        if (
+            rel == "chain.py"
+            or rel.startswith("prompts/")
+            or rel in ("params.yaml", "structure.yaml")
+        ):
+            _write(ws / rel, text)
+    withheld: dict[str, str] = {}
+    for rel in ("scorer.py", "checks.py"):
+        src = tenant.root / rel
+        if not src.is_file() or src.is_symlink():
+            continue
+        try:
+            text = src.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        why = leak_index.leaks(text, "") if leak_index is not None else []
+        if why:
+            withheld[rel] = why[0]
+        else:
+            _write(ws / rel, text)
+    rows = []
+    for ex in tenant.examples("train"):
+        line = json.dumps({"id": ex.id, "inputs": ex.inputs, "label": ex.label}, default=str)
+        if leak_index is None or not leak_index.leaks(line, ""):
+            rows.append(line)
+        if len(rows) >= TRAIN_ROWS:
+            break
+    _write(ws / "train_rows.jsonl", "\n".join(rows) + "\n")
+    _write(ws / "failures.json", json.dumps(failures, indent=2, default=str))
+    _write(ws / "steps.md", steps_markdown(steps, failures))
+    files = sorted(p.relative_to(ws).as_posix() for p in ws.rglob("*") if p.is_file())
+    lines = [
+        f"# Attribution: tenant `{tenant.name}`",
+        "",
+        "Find, for the training failures in failures.json, the step that causes each and the",
+        "cheapest level that can fix it. Everything here is training data or the chain's own",
+        "files; nothing from validation or test.",
+        "",
+        f"Steps, in order: {' → '.join(f'`{s}`' for s in steps)}",
+        "",
+        "## The levels",
+        "",
+        *[f"- `{lv}`: {level_definitions[lv]}" for lv in levels],
+        "",
+        "## Files",
+        "",
+        *[f"- `{f}`" for f in [*files, "ATTRIBUTION.md"]],
+        "",
+    ]
+    _write(ws / "ATTRIBUTION.md", "\n".join(lines))
+    return withheld
+
+
+def steps_markdown(steps: list[str], failures: list[dict[str, Any]]) -> str:
+    """Each failure's steps, in order, with what each step output (train traces only)."""
+    lines = ["# Each step's output, per failure", ""]
+    for f in failures:
+        lines += [f"## {f.get('id')} (score {f.get('score')})", ""]
+        by_step = {s.get("step"): s for s in f.get("steps") or [] if isinstance(s, dict)}
+        for name in [*steps, *(s for s in by_step if s not in steps)]:
+            s = by_step.get(name)
+            if s is None:
+                continue
+            out = s.get("error") or s.get("update")
+            lines.append(f"- `{name}`: {str(out)[:600]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

@@ -17,8 +17,10 @@ from agentmock import (
     Text,
     Tool,
     add_file_patch,
+    approve,
     json_answer,
     replace_file_patch,
+    veto,
 )
 from agentmock.harness import (
     AGENT_KEY,
@@ -160,7 +162,7 @@ def test_claude_read_only_roles_cannot_read_outside(tmp_path, claude_bin):
     script = Script().add(
         REVIEW,
         Tool("Read", {"file_path": str(secret)}),
-        json_answer({"approve": True, "reasons": ["small, in-scope prompt change"]}),
+        approve("prompts/answer.md", reason="small, in-scope prompt change"),
     )
     with MockModelServer("anthropic", script) as srv:
         verdict = claude(tmp_path, srv.url).review(REVIEW_REQ, ws)
@@ -252,11 +254,13 @@ def test_claude_malformed_then_valid_answer_is_used(tmp_path, claude_bin):
 @pytest.mark.cli
 def test_claude_review_veto(tmp_path, claude_bin):
     ws = _read_only_ws(tmp_path)
-    veto = {"approve": False, "reasons": ["hard-codes the answer for example t1"]}
-    with MockModelServer("anthropic", Script().add(REVIEW, json_answer(veto))) as srv:
+    answer = veto("hard-codes the answer for example t1", "prompts/answer.md", "prompts/answer.md")
+    with MockModelServer("anthropic", Script().add(REVIEW, answer)) as srv:
         verdict = claude(tmp_path, srv.url).review(REVIEW_REQ, ws)
     assert verdict.approve is False and verdict.failure is None
     assert verdict.reasons == ["hard-codes the answer for example t1"]
+    assert verdict.inspected == ["prompts/answer.md"]
+    assert [(f.severity, f.file) for f in verdict.findings] == [("block", "prompts/answer.md")]
 
 
 # -- Codex -----------------------------------------------------------------------------------
@@ -322,7 +326,7 @@ def test_codex_read_only_roles_cannot_write(tmp_path, codex_bin):
     script = Script().add(
         REVIEW,
         Tool("apply_patch", replace_file_patch("prompts/answer.md", PROMPT, NEW_PROMPT)),
-        json_answer({"approve": True, "reasons": ["fine"]}),
+        approve("prompts/answer.md", reason="fine"),
     )
     with MockModelServer("responses", script) as srv:
         verdict = codex(tmp_path, srv.url).review(REVIEW_REQ, ws)
@@ -381,8 +385,11 @@ def test_codex_malformed_attribution_retried_once_then_failure(tmp_path, codex_b
 @pytest.mark.cli
 def test_codex_review_veto_and_attribution(tmp_path, codex_bin):
     ws = _read_only_ws(tmp_path)
-    veto = {"approve": False, "reasons": ["edits the scorer"]}
-    script = Script().add(REVIEW, json_answer(veto)).add(ATTRIBUTE, json_answer(GOOD_CLUSTERS))
+    script = (
+        Script()
+        .add(REVIEW, veto("edits the scorer", "scorer.py", "context/scorer.py"))
+        .add(ATTRIBUTE, json_answer(GOOD_CLUSTERS))
+    )
     with MockModelServer("responses", script) as srv:
         agent = codex(tmp_path, srv.url)
         verdict = agent.review(REVIEW_REQ, ws)
@@ -409,7 +416,7 @@ if mode == "touch":
     open("prompts/answer.md", "a").write("sneaky\\n")
 print(json.dumps({{"type": "env", "keys": sorted(os.environ)}}), flush=True)
 print("not json at all", flush=True)
-answer = json.dumps({{"approve": True, "reasons": ["looks fine"]}})
+answer = json.dumps({{"approve": True, "inspected": ["prompts/answer.md"], "reasons": ["looks fine"]}})
 print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
                   "result": answer, "usage": {{"input_tokens": 1000, "output_tokens": 100}},
                   "permission_denials": []}}), flush=True)
@@ -551,16 +558,31 @@ def test_merged_settings_layers():
     assert (out.model, out.max_turns, out.timeout_s, out.base_url) == ("b", 30, 5, base.base_url)
 
 
+_I = '"inspected": ["prompts/answer.md"]'
+_BLOCK = '"findings": [{"severity": "block", "file": "scorer.py", "issue": "edits the scorer"}]'
+_WARN = '"findings": [{"severity": "warn", "file": null, "issue": "may not help"}]'
+
+
 @pytest.mark.parametrize(
     ("text", "ok"),
     [
-        ('{"approve": false, "reasons": ["leaks val labels"]}', True),
-        ('Verdict:\n```json\n{"approve": true, "reasons": ["ok"]}\n```', True),
-        ('I think {"approve": true, "reasons": ["fine"]} is right', True),
-        ('{"approve": "yes", "reasons": ["x"]}', False),
-        ('{"approve": true, "reasons": []}', False),
-        ('{"approve": true, "reasons": ["  "]}', False),
-        ('{"approve": true, "reasons": ["x"], "extra": 1}', False),
+        (f'{{"approve": false, {_I}, {_BLOCK}, "reasons": ["leaks val labels"]}}', True),
+        (f'Verdict:\n```json\n{{"approve": true, {_I}, "reasons": ["ok"]}}\n```', True),
+        (f'I think {{"approve": true, {_I}, "findings": [], "reasons": ["fine"]}} is right', True),
+        (f'{{"approve": true, {_I}, {_WARN}, "reasons": ["fine, one doubt"]}}', True),
+        (f'{{"approve": "yes", {_I}, "reasons": ["x"]}}', False),
+        (f'{{"approve": true, {_I}, "reasons": []}}', False),
+        (f'{{"approve": true, {_I}, "reasons": ["  "]}}', False),
+        (f'{{"approve": true, {_I}, "reasons": ["x"], "extra": 1}}', False),
+        ('{"approve": true, "reasons": ["no inspected files"]}', False),
+        ('{"approve": true, "inspected": [], "reasons": ["x"]}', False),
+        # fail-closed: an approval with a block finding, a veto without one, a made-up severity
+        (f'{{"approve": true, {_I}, {_BLOCK}, "reasons": ["x"]}}', False),
+        (f'{{"approve": false, {_I}, {_WARN}, "reasons": ["x"]}}', False),
+        (
+            f'{{"approve": false, {_I}, {_BLOCK.replace("block", "fatal")}, "reasons": ["x"]}}',
+            False,
+        ),
         ("", False),
     ],
 )
@@ -568,8 +590,8 @@ def test_verdict_answers_are_validated(text, ok):
     from fapo.agents.prompts import AnswerError, parse_verdict
 
     if ok:
-        approve, reasons = parse_verdict(text)
-        assert isinstance(approve, bool) and reasons
+        answer = parse_verdict(text)
+        assert isinstance(answer.approve, bool) and answer.reasons and answer.inspected
     else:
         with pytest.raises(AnswerError):
             parse_verdict(text)
@@ -680,3 +702,18 @@ def test_doctor_warns_when_agent_and_task_model_share_a_key(tmp_path):
     assert "task model's OPENAI_API_KEY" in row["detail"] and TASK_KEY not in row["detail"]
     row2 = check_agent("codex", settings, env=env, probe=False)  # no task key: nothing shared
     assert "warning" not in row2["detail"]
+
+
+def test_reviewer_must_name_files_it_could_read(tmp_path):
+    from fapo.agents.cli_runner import inspected_exist
+    from fapo.agents.prompts import AnswerError, parse_verdict
+
+    ws = _read_only_ws(tmp_path)
+    ok = parse_verdict(f'{{"approve": true, {_I}, "reasons": ["fine"]}}')
+    assert inspected_exist(ok, ws) is ok
+    for names in (["prompts/missing.md"], ["../../etc/passwd"], [str(tmp_path / "elsewhere")]):
+        answer = parse_verdict(
+            json.dumps({"approve": True, "inspected": names, "reasons": ["fine"]})
+        )
+        with pytest.raises(AnswerError, match="not in your working directory"):
+            inspected_exist(answer, ws)

@@ -31,8 +31,10 @@ from agentmock import (
     Text,
     Tool,
     add_file_patch,
+    approve,
     json_answer,
     replace_file_patch,
+    veto,
 )
 from agentmock.harness import AGENT_KEY, ROOT, TASK_KEY, agent_env, require
 
@@ -88,8 +90,8 @@ def _claude_script(tenant_scorer: Path) -> Script:
         Script()
         .add("[fapo:retry]", json_answer(malformed))
         .add("[fapo:role=attribute]", Text("I could not decide."))
-        .add("VETO-ME", json_answer({"approve": False, "reasons": ["special-cases a style"]}))
-        .add("[fapo:role=review]", json_answer({"approve": True, "reasons": ["prompt only"]}))
+        .add("VETO-ME", veto("special-cases a style", "prompts/answer.md"))
+        .add("[fapo:role=review]", approve(reason="prompt only"))
         .add(
             _attempt(1),
             read,
@@ -133,8 +135,8 @@ def _codex_script(tenant_scorer: Path) -> Script:
         Script()
         .add("[fapo:retry]", json_answer(malformed))
         .add("[fapo:role=attribute]", Text("I could not decide."))
-        .add("VETO-ME", json_answer({"approve": False, "reasons": ["special-cases a style"]}))
-        .add("[fapo:role=review]", json_answer({"approve": True, "reasons": ["prompt only"]}))
+        .add("VETO-ME", veto("special-cases a style", "prompts/answer.md"))
+        .add("[fapo:role=review]", approve(reason="prompt only"))
         .add(
             _attempt(1),
             Tool("apply_patch", replace_file_patch("prompts/answer.md", ORIGINAL, FIXED)),
@@ -209,9 +211,20 @@ def test_fapo_run_with_real_cli(tmp_path, kind):
     assert (tenant / "scorer.py").read_text() == scorer_before
     assert not (tenant / "sitecustomize.py").exists()
     assert not (v[3] / "eval").exists()
+    # ... and the denial is a finding in review.json, decision.json and the report (issue 16)
+    found3 = {(f["kind"], f["severity"]) for f in decision[3]["findings"]}
+    assert ("outside_write", "block") in found3, decision[3]["findings"]
+    in_review = _read(v[3] / "review.json")["findings"]
+    assert [f["detail"] for f in in_review] == [f["detail"] for f in decision[3]["findings"]]
+    report = (run / "report.md").read_text()
+    assert "## Findings" in report and "outside_write" in report
+    assert 'id="findings"' in (run / "report.html").read_text()
     # 4. the reviewing agent's veto blocks an in-scope change
     assert decision[4]["status"] == "invalid" and "special-cases a style" in decision[4]["reason"]
     assert not (v[4] / "eval").exists()
+    verdict4 = _read(v[4] / "review.json")["agent_verdict"]
+    assert verdict4["inspected"] and verdict4["findings"][0]["severity"] == "block"
+    assert [f["kind"] for f in decision[4]["findings"]] == ["review"]
     # 5. API error: recorded, the run went on
     prop5 = _read(v[5] / "proposal" / "proposal.json")
     assert prop5["invocations"][0]["is_error"] and prop5["failure"].startswith(f"{kind} failed")

@@ -239,7 +239,12 @@ def _demo_script(kind: str) -> Script:
         + _write(kind, "structure.yaml", (FIX / "structure.yaml").read_text()),
     }
     s = Script(route_on_tool_results=True)
-    s.add("[fapo:role=review]", json_answer({"approve": True, "reasons": ["in scope"]}))
+    s.add(
+        "[fapo:role=review]",
+        json_answer(
+            {"approve": True, "inspected": ["context/diff.patch"], "reasons": ["in scope"]}
+        ),
+    )
     s.add("[fapo:role=attribute]", Text("no opinion"))
     for level, steps in fixes.items():
         s.add(f"one scoped change at the {level} level", read, *steps, Text(f"{level} fix"))

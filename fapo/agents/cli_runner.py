@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -40,12 +40,14 @@ from fapo.agents.base import (
 )
 from fapo.agents.prompts import (
     AnswerError,
+    ReviewAnswer,
     parse_attribution,
     parse_verdict,
     request_markdown,
     task_prompt,
 )
 from fapo.artifacts import snapshot
+from fapo.records import UsageSource
 from fapo.sandbox import detect_outside_writes  # noqa: F401  (re-exported)
 from fapo.settings import AgentSettings
 
@@ -193,12 +195,15 @@ def run_cli(
     secrets: Iterable[str] = (),
     watch: Callable[[dict[str, Any]], str | None] | None = None,
     grace_s: float = 1.0,
+    on_stderr: Callable[[str], bool] | None = None,
 ) -> RunResult:
     """Run `argv` with stdin closed and a hard wall-clock timeout over its whole process group.
 
     stdout is read as JSON lines (non-JSON lines are kept as `{"type": "_raw"}` events) and
     appended, redacted, to `transcript` as they arrive. `watch` sees each event and may return a
-    reason to stop the process early (e.g. too many turns).
+    reason to stop the process early (e.g. too many turns). `on_stderr` sees each stderr line
+    and returns True when it consumed it (not kept: Codex's per-request usage lines would
+    otherwise crowd its denials out of the 200 KB kept).
     """
     secrets = [*secrets, *secret_values(env)]
     command = [redact(a, secrets) for a in argv]
@@ -242,9 +247,13 @@ def run_cli(
 
     def read_stderr() -> None:
         assert proc.stderr is not None
+        kept = 0
         for raw in proc.stderr:
-            if sum(len(c) for c in stderr_chunks) < 200_000:
+            if on_stderr is not None and on_stderr(raw.decode("utf-8", errors="replace")):
+                continue
+            if kept < 200_000:
                 stderr_chunks.append(raw)
+                kept += len(raw)
 
     readers = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
     for t in readers:
@@ -308,6 +317,21 @@ def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
 # -- the shared role flow ----------------------------------------------------------------------
 
 
+def inspected_exist(answer: ReviewAnswer, workspace: Path) -> ReviewAnswer:
+    """Fail-closed: every file a reviewer says it inspected is in its workspace (a reviewer
+    naming files it could not have read has not reviewed the change)."""
+    root = workspace.resolve()
+    missing = [
+        f
+        for f in answer.inspected
+        if not (root / f.removeprefix("./")).resolve().is_relative_to(root)
+        or not (root / f.removeprefix("./")).exists()
+    ]
+    if missing:
+        raise AnswerError(f"inspected: not in your working directory: {missing[:5]}")
+    return answer
+
+
 @dataclass
 class Parsed:
     """What an adapter read from its CLI's event stream."""
@@ -320,6 +344,8 @@ class Parsed:
     output_tokens: int
     usd: float | None  # the CLI's own figure, when it reports one
     permission_denials: list[Any] = field(default_factory=list)
+    refused: list[Any] = field(default_factory=list)  # tool calls refused without a denial
+    usage_source: UsageSource = UsageSource.REPORTED
 
 
 class CLIAgent:
@@ -341,11 +367,22 @@ class CLIAgent:
         self.project_root = Path(project_root)
         self.prices = dict(prices or {})
         self.source_env = dict(os.environ if env is None else env)
+        #: What is left of the run's USD budget, or None without one (`bind_budget`).
+        self.usd_left: Callable[[], float | None] = lambda: None
+        self._spent_in_call = 0.0  # spent by invocations of the current role call
 
     # hooks ------------------------------------------------------------------------------------
 
-    def argv(self, binary: str, role: Role, prompt: str, workspace: Path) -> list[str]:
+    def argv(
+        self, binary: str, role: Role, prompt: str, workspace: Path, max_usd: float | None = None
+    ) -> list[str]:
+        """The command line; `max_usd` is what is left of the run's USD budget (an adapter
+        whose CLI can enforce it passes it on, e.g. Claude Code's `--max-budget-usd`)."""
         raise NotImplementedError
+
+    def stderr_hook(self) -> Callable[[str], bool] | None:
+        """Called with each stderr line; True = consumed (see `run_cli`)."""
+        return None
 
     def environment(self) -> dict[str, str]:
         raise NotImplementedError
@@ -398,12 +435,31 @@ class CLIAgent:
         outp = price["output"] if isinstance(price, Mapping) else price.output
         return (parsed.input_tokens * inp + parsed.output_tokens * outp) / 1_000_000
 
+    def _left(self) -> float | None:
+        left = self.usd_left()
+        return None if left is None else left - self._spent_in_call
+
     def invoke(self, role: Role, prompt: str, workspace: Path) -> tuple[Invocation, Parsed]:
         """One CLI run in `workspace`: command, transcript, usage, errors, all recorded.
 
         With `settings.sandbox` (the default) the CLI runs inside bubblewrap (fapo.sandbox):
         the workspace is its only writable path (read-only for attribute/review), with a
-        throwaway HOME and TMP; nothing else of the project exists for it."""
+        throwaway HOME and TMP; nothing else of the project exists for it. The run's USD budget
+        is checked before the call (none is started once it is spent) and handed to the CLI
+        where it can hold it within the call (see `argv`)."""
+        inv, parsed = self._invoke(role, prompt, workspace)
+        self._spent_in_call += inv.usage.usd
+        return inv, parsed
+
+    def _invoke(self, role: Role, prompt: str, workspace: Path) -> tuple[Invocation, Parsed]:
+        left = self._left()
+        if left is not None and left <= 0:
+            msg = f"USD budget spent (${-left:.4f} over) before this {role} call; not started"
+            parsed = Parsed(True, msg, "", 0, 0, 0, 0.0, usage_source=UsageSource.NONE)
+            usage = AgentUsage(source=UsageSource.NONE)
+            return Invocation(
+                agent=self.name, role=role, is_error=True, error=msg, usage=usage
+            ), parsed
         binary = self.binary
         if binary is None:
             want = self.settings.binary or self.default_binary
@@ -425,9 +481,10 @@ class CLIAgent:
             box = sandbox.agent_sandbox(
                 ws, writable=role == "propose", tool_args=tool_args, home_dirs=self.home_dirs
             )
-            argv, env = box.wrap(self.argv(inner, role, prompt, ws), self.sandboxed_env(env))
+            cmd = self.argv(inner, role, prompt, ws, max_usd=left)
+            argv, env = box.wrap(cmd, self.sandboxed_env(env))
         else:
-            argv = self.argv(binary, role, prompt, ws)
+            argv = self.argv(binary, role, prompt, ws, max_usd=left)
         transcript = self._transcript(workspace, role)
         result = run_cli(
             argv,
@@ -437,6 +494,7 @@ class CLIAgent:
             transcript=transcript,
             secrets=secret_values(self.source_env),
             watch=self.watcher(),
+            on_stderr=self.stderr_hook(),
         )
         parsed = self.parse(result)
         error = parsed.error
@@ -453,12 +511,14 @@ class CLIAgent:
             error=error,
             timed_out=result.timed_out,
             permission_denials=parsed.permission_denials,
+            refused=parsed.refused,
             usage=AgentUsage(
                 usd=self._usd(parsed),
                 input_tokens=parsed.input_tokens,
                 output_tokens=parsed.output_tokens,
                 turns=parsed.turns,
                 duration_s=round(result.duration_s, 3),
+                source=parsed.usage_source,
             ),
             transcript_file=transcript.name,
             final_text=parsed.final_text,
@@ -468,6 +528,7 @@ class CLIAgent:
     # the Agent protocol -----------------------------------------------------------------------
 
     def propose(self, brief: Brief, workspace: Path) -> Proposal:
+        self._spent_in_call = 0.0
         before = snapshot(workspace)
         prompt = task_prompt("propose", attempt=len(brief.history) + 1)
         inv, parsed = self.invoke("propose", prompt, workspace)
@@ -497,11 +558,21 @@ class CLIAgent:
         return AttributionAnswer(clusters=result or [], invocations=invocations, failure=failure)
 
     def review(self, request: ReviewRequest, workspace: Path) -> Verdict:
-        invocations, result, failure = self._ask("review", request, workspace, parse_verdict)
+        invocations, result, failure = self._ask(
+            "review",
+            request,
+            workspace,
+            lambda text: inspected_exist(parse_verdict(text), workspace),
+        )
         if result is None:
             return Verdict(approve=False, reasons=[], invocations=invocations, failure=failure)
-        approve, reasons = result
-        return Verdict(approve=approve, reasons=reasons, invocations=invocations)
+        return Verdict(
+            approve=result.approve,
+            reasons=result.reasons,
+            invocations=invocations,
+            inspected=result.inspected,
+            findings=result.findings,
+        )
 
     def _ask(
         self,
@@ -511,6 +582,7 @@ class CLIAgent:
         parse: Callable[[str], Any],
     ) -> tuple[list[Invocation], Any, str | None]:
         """Run a read-only role; retry once with the validation error; never trust bad JSON."""
+        self._spent_in_call = 0.0
         text = request_markdown(request)
         invocations: list[Invocation] = []
         problem: str | None = None
@@ -542,3 +614,27 @@ class CLIAgent:
         """A trivial read-only request (for `fapo doctor`): can this agent answer at all?"""
         inv, _ = self.invoke("review", "Reply with the single word OK.", workspace)
         return inv
+
+
+class _BudgetView(Protocol):
+    """What `bind_budget` reads of fapo.budget.Budget."""
+
+    @property
+    def usd(self) -> float: ...
+
+    @property
+    def spec(self) -> Any: ...
+
+
+def bind_budget(agent: Any, budget: _BudgetView) -> Any:
+    """Let a CLI agent see what is left of the run's USD budget (`max_usd`), so no call starts
+    once it is spent and Claude Code holds it within a call (`--max-budget-usd`). Other agents
+    are returned unchanged. Idempotent."""
+    if isinstance(agent, CLIAgent):
+
+        def left() -> float | None:
+            cap = budget.spec.max_usd
+            return None if cap is None else float(cap) - budget.usd
+
+        agent.usd_left = left
+    return agent

@@ -19,6 +19,7 @@ from typing import Any
 from fapo.agents.base import Role
 from fapo.agents.cli_runner import CLIAgent, Parsed, RunResult, build_env
 from fapo.agents.prompts import system_rules
+from fapo.records import UsageSource
 
 PROVIDER_ID = "fapo"
 _TOOL_ITEMS = {"command_execution", "file_change", "mcp_tool_call", "web_search"}
@@ -46,6 +47,12 @@ OFFLINE_CONFIG = (
     'shell_environment_policy.inherit="core"',
     'shell_environment_policy.exclude=["*KEY*", "*TOKEN*", "*SECRET*"]',
 )
+#: Codex 0.171.0's `--json` stream reports usage only in `turn.completed`, which a run stopped
+#: by the timeout or the turn limit never reaches (measured: 3 requests, 0 tokens recorded).
+#: Its SSE trace logs every `response.completed` with its usage on stderr.
+RUST_LOG = "warn,codex_api::sse::responses=trace"
+_SSE_LINE = "codex_api::sse::responses"
+_SSE_EVENT = "SSE event: "
 #: The only variable carrying the agent's key into Codex (as env_key of a custom provider too).
 KEY_VAR = "CODEX_API_KEY"
 
@@ -65,7 +72,10 @@ class CodexAgent(CLIAgent):
         model's OPENAI_API_KEY unless the user names it as api_key_env on purpose."""
         return self.source_env.get(self.settings.api_key_env or KEY_VAR)
 
-    def argv(self, binary: str, role: Role, prompt: str, workspace: Path) -> list[str]:
+    def argv(
+        self, binary: str, role: Role, prompt: str, workspace: Path, max_usd: float | None = None
+    ) -> list[str]:
+        # Codex has no spend limit of its own: the budget is checked before each call instead.
         s = self.settings
         cmd = [
             binary,
@@ -105,7 +115,9 @@ class CodexAgent(CLIAgent):
         """BASE_ENV, RUST_LOG, CODEX_HOME (outside the sandbox only), CODEX_API_KEY = the agent
         key (see `_agent_key`), and `pass_env`. Never OPENAI_API_KEY by default."""
         s, src = self.settings, self.source_env
-        set_vars = {"RUST_LOG": "warn"}  # so blocked actions are logged (see _STDERR_DENIAL)
+        # warn: blocked actions are logged (see _STDERR_DENIAL); the SSE trace carries each
+        # response's usage, so a killed or turn-limited run still records its tokens.
+        set_vars = {"RUST_LOG": RUST_LOG}
         key = self._agent_key()
         if key:
             set_vars[KEY_VAR] = key
@@ -119,6 +131,28 @@ class CodexAgent(CLIAgent):
         from fapo.sandbox import HOME
 
         return {**env, "CODEX_HOME": f"{HOME}/.codex"}
+
+    def stderr_hook(self) -> Callable[[str], bool]:
+        usage: dict[str, tuple[int, int]] = {}
+        self._sse_usage = usage
+
+        def hook(line: str) -> bool:
+            if _SSE_LINE not in line:
+                return False
+            if '"response.completed"' in line and _SSE_EVENT in line:
+                try:
+                    event = json.loads(line.split(_SSE_EVENT, 1)[1])
+                    resp = event.get("response") or {}
+                    u = resp.get("usage") or {}
+                    usage[str(resp.get("id") or len(usage))] = (
+                        int(u.get("input_tokens") or 0),
+                        int(u.get("output_tokens") or 0),
+                    )
+                except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+                    pass
+            return True  # trace lines are consumed, never kept
+
+        return hook
 
     def watcher(self) -> Callable[[dict[str, Any]], str | None]:
         limit = self.settings.max_turns
@@ -163,6 +197,23 @@ class CodexAgent(CLIAgent):
         for m in _STDERR_DENIAL.finditer(result.stderr):
             tool = "apply_patch" if m.group(1).lower().startswith("patch") else "sandbox"
             denials.append({"tool": tool, "detail": m.group(0).strip()[:300]})
+        streamed = list(getattr(self, "_sse_usage", {}).values())
+        source = UsageSource.REPORTED
+        if not completed:
+            # Stopped mid-turn: the responses the SSE trace saw are what was spent.
+            input_tokens = sum(i for i, _ in streamed)
+            output_tokens = sum(o for _, o in streamed)
+            source = UsageSource.PARTIAL if streamed else UsageSource.NONE
+        refused = [
+            {"tool_name": "exec_command", "command": item.get("command"),
+             "error": f"exit code {item.get('exit_code')}: "
+                      + str(item.get("aggregated_output") or "")[-200:]}
+            for e in result.events
+            if e.get("type") == "item.completed"
+            and (item := e.get("item") or {}).get("type") == "command_execution"
+            and item.get("exit_code") not in (0, None)
+            and not _item_denials(item)
+        ]  # fmt: skip
         is_error = failed or not completed or result.exit_code not in (0, None)
         if is_error and error is None:
             tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
@@ -176,6 +227,8 @@ class CodexAgent(CLIAgent):
             output_tokens=output_tokens,
             usd=None,  # Codex reports no cost: priced from settings.prices
             permission_denials=denials,
+            refused=refused,
+            usage_source=source,
         )
 
     def outside_write_attempts(self, parsed: Parsed, workspace: Path) -> list[str]:

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fapo.agents.base import AttributionRequest, Cluster, Level, ReviewRequest, Role
+from fapo.agents.base import (
+    AttributionRequest,
+    Cluster,
+    Level,
+    ReviewFinding,
+    ReviewRequest,
+    Role,
+    Severity,
+)
 
 # Markers open every prompt: they make the role visible in transcripts (and let test servers
 # route a request to its script without parsing the rest).
@@ -43,9 +52,62 @@ ROLE_RULES: dict[str, str] = {
     "review": """\
 - You are read-only: do not create, edit or delete any file.
 - You review a change someone else proposed. Judge it independently; do not fix it.
-- Veto it for leakage of evaluation data, hard-coded answers or special-cased examples,
-  gaming the scorer, edits outside the scope rules, or more than one concern in one change.""",
+- Read the changed files, their parent versions under parent/ and the diff before you answer;
+  name every file you read in "inspected".
+- Checklist, one finding per problem, each with a severity:
+  block: a changed file that is not in the allowed list; evaluation data or answers copied in;
+         hard-coded answers or special-cased examples (ids, exact inputs); a change that games
+         the scorer instead of fixing the failures; more than one concern in one change.
+  warn:  a change unlikely to fix the cluster it names; a prompt that may now break the
+         expected output format; examples in a prompt that look copied from the traces.
+- Approve only when no finding is a block; veto (approve false) when at least one is.""",
 }
+
+#: The three levels, as the attribution role is told them (and the propose brief's objective).
+LEVEL_DEFINITIONS = {
+    "prompt": "the step's instructions are the problem: rewording a prompt file can fix it "
+    "(format, missing guidance, wrong emphasis) without changing what the step receives",
+    "parameter": "a declared tunable (retrieval depth, temperature, a length limit) is set "
+    "wrong: changing params.yaml within its bounds can fix it",
+    "structure": "the step cannot succeed with what it receives however it is worded: the "
+    "pipeline needs another step (a retrieval hop, a vote, a validate-and-retry, a "
+    "post-processing function) declared in structure.yaml",
+    "code": "only new chain code (chain.py) can fix it",
+}
+
+#: Task-generic prompt-writing techniques for the proposer (no demo's wording or domain).
+TECHNIQUES = [
+    "Format constraints: state the exact output shape (a bare answer, one line, a JSON key, "
+    "a word limit) and what must not appear (explanations, quotes, labels).",
+    "Synthetic few-shot: one to three short worked examples you write yourself from the "
+    "task's description — never copied or paraphrased from a train row or trace; use made-up "
+    "names and values.",
+    "Negative examples: show one wrong output next to the right one and say why it is wrong.",
+    "Decomposition: ask the step to work through named sub-steps (find the evidence, link it, "
+    "then answer), keeping the final output in the required format.",
+    "Grounding: tell the step to use only what it receives (passages, fields) and what to do "
+    "when that is not enough.",
+    "Emphasis and order: put the instruction the failures ignore first or last, stated once, "
+    "plainly.",
+    "At the parameter level change one value, in the direction the traces suggest; at the "
+    "structure level add one transform from the catalogue.",
+    "Plateau: when earlier attempts at this level gained nothing (see their val effect), do not "
+    "resubmit a variant of the same idea; change the technique or the step you work on.",
+]
+
+#: Examples in a prompt must be invented: a copied train row teaches the step one answer
+#: and, where train and sealed splits share phrasing, can carry sealed text.
+SYNTHETIC_RULE = (
+    "Examples you write into a prompt must be synthetic: invent them from the task's "
+    "description; never copy or paraphrase a train row, trace or label."
+)
+
+#: Why a plateau matters: a variant of a rejected idea usually fails the same way.
+PLATEAU_RULE = (
+    "The last {n} attempts did not improve validation (see Earlier attempts). Do not submit "
+    "another variant of the same idea: pick a different technique, a different step, or say "
+    "in your rationale why this change differs."
+)
 
 ATTRIBUTION_SHAPE = """\
 {"clusters": [{"step": "<one of the steps>", "cause": "<what goes wrong, one sentence>",
@@ -54,7 +116,11 @@ ATTRIBUTION_SHAPE = """\
   "suggested_fix": "<one sentence>"}]}"""
 
 VERDICT_SHAPE = """\
-{"approve": true or false, "reasons": ["<one reason per line, at least one>"]}"""
+{"approve": true or false,
+ "inspected": ["<every workspace file you read>"],
+ "findings": [{"severity": "block" or "warn", "file": "<path or null>",
+   "issue": "<one sentence>"}],
+ "reasons": ["<one summary line per reason, at least one>"]}"""
 
 
 def system_rules(role: Role) -> str:
@@ -86,16 +152,18 @@ def task_prompt(
     elif role == "attribute":
         body = (
             "The request below lists training-split failures that the engine's checks could "
-            "not explain, with each step's output; the current directory may hold more context. "
+            "not explain, with each step's output; the current directory holds the chain's "
+            "source, prompts, scorer, a few train rows and ATTRIBUTION.md. "
             "Find what goes wrong. Answer with only this JSON object, nothing else:\n"
             + ATTRIBUTION_SHAPE
         )
     else:
         body = (
-            "The request below holds a proposed change as a diff, the scope rules and the "
-            "proposer's rationale; the current directory holds the changed files and read-only "
-            "context. Decide whether the change may be evaluated. Answer with only this JSON "
-            "object, nothing else:\n" + VERDICT_SHAPE
+            "The request below holds a proposed change as a diff, the files the proposer was "
+            "allowed to change, the scope rules, the failure cluster it targets and the "
+            "proposer's rationale; the current directory holds the changed files, the parent's "
+            "versions under parent/ and read-only context. Decide whether the change may be "
+            "evaluated. Answer with only this JSON object, nothing else:\n" + VERDICT_SHAPE
         )
     if retry_error:
         body = (
@@ -119,6 +187,10 @@ def request_markdown(request: AttributionRequest | ReviewRequest) -> str:
             f"Steps, in order: {', '.join(request.steps)}",
             f"Permitted levels: {', '.join(request.levels)}",
             "",
+            "## The levels",
+            "",
+            *[f"- `{lv}`: {LEVEL_DEFINITIONS[lv]}" for lv in request.levels],
+            "",
             f"## Unexplained training failures ({len(request.failures)})",
             "",
         ]
@@ -130,10 +202,25 @@ def request_markdown(request: AttributionRequest | ReviewRequest) -> str:
                 "",
             ]
         return "\n".join(lines)
+    c = request.cluster
     lines = [
         f"# Review request: {request.tenant}",
         "",
-        f"Level of the change: {request.level}",
+        f"Level of the change: {request.level}"
+        + (f"; parent variant: {request.parent} (its files: parent/)" if request.parent else ""),
+        "",
+        "## Files the proposer was allowed to change",
+        "",
+        *([f"- `{f}`" for f in request.allowed_files] or ["- (none listed)"]),
+        "",
+        "## The failure cluster the change targets (the hypothesis)",
+        "",
+        (
+            f"- step `{c.step}`, level {c.level}: {c.cause} ({len(c.example_ids)} train "
+            f"examples); suggested fix: {c.suggested_fix or '(none)'}"
+            if c
+            else "- (no cluster: a general improvement)"
+        ),
         "",
         "## Scope rules",
         "",
@@ -177,10 +264,20 @@ class _AttributionAnswer(BaseModel):
     clusters: list[_ClusterAnswer]
 
 
-class _VerdictAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class _FindingAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    approve: bool
+    severity: Severity
+    file: str | None = None
+    issue: str = Field(min_length=1)
+
+
+class _VerdictAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool = Field(strict=True)
+    inspected: list[str] = Field(min_length=1)
+    findings: list[_FindingAnswer] = Field(default_factory=list)
     reasons: list[str] = Field(min_length=1)
 
 
@@ -240,8 +337,10 @@ def parse_attribution(text: str, request: AttributionRequest) -> list[Cluster]:
     return clusters
 
 
-def parse_verdict(text: str) -> tuple[bool, list[str]]:
-    """`(approve, reasons)` from a review answer, or AnswerError saying what is wrong."""
+def parse_verdict(text: str) -> ReviewAnswer:
+    """The typed review answer, or AnswerError saying what is wrong. Fail-closed: an unknown
+    severity, no inspected file, an approval with a `block` finding or a veto without one is
+    not an answer (retried once, then a veto)."""
     try:
         answer = _VerdictAnswer.model_validate(extract_json(text))
     except ValidationError as exc:
@@ -249,4 +348,23 @@ def parse_verdict(text: str) -> tuple[bool, list[str]]:
     reasons = [r.strip() for r in answer.reasons if r.strip()]
     if not reasons:
         raise AnswerError("reasons: give at least one non-empty reason")
-    return answer.approve, reasons
+    inspected = [f.strip() for f in answer.inspected if f.strip()]
+    if not inspected:
+        raise AnswerError("inspected: name the files you read")
+    blocks = [f for f in answer.findings if f.severity is Severity.BLOCK]
+    if answer.approve and blocks:
+        raise AnswerError("approve is true but a finding has severity block; veto or downgrade")
+    if not answer.approve and not blocks:
+        raise AnswerError("a veto (approve false) needs at least one finding of severity block")
+    findings = [ReviewFinding(**f.model_dump()) for f in answer.findings]
+    return ReviewAnswer(answer.approve, reasons, inspected, findings)
+
+
+@dataclass(frozen=True)
+class ReviewAnswer:
+    """A validated review answer."""
+
+    approve: bool
+    reasons: list[str]
+    inspected: list[str]
+    findings: list[ReviewFinding]

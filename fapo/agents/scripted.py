@@ -10,7 +10,9 @@ Script (a dict, or a JSON/YAML file for `--agent scripted:PATH`):
         symlinks: {"prompts/answer.md": "/abs/target"}  # links made in the workspace
         raise: "message"                                # propose() raises RuntimeError
     reviews:      # one entry per review() call; default approve
-      - {approve: false, reasons: ["hard-codes an answer"]}
+      - {approve: false, reasons: ["hard-codes an answer"],
+         inspected: ["prompts/answer.md"],
+         findings: [{severity: block, file: prompts/answer.md, issue: "hard-codes an answer"}]}
     attributions: # one entry per attribute() call; clusters as in attribution.json
 """
 
@@ -30,6 +32,7 @@ from fapo.agents.base import (
     Invocation,
     Proposal,
     ProposalFailure,
+    ReviewFinding,
     ReviewRequest,
     Verdict,
 )
@@ -109,4 +112,6 @@ class ScriptedAgent:
             approve=bool(step.get("approve", True)),
             reasons=list(step.get("reasons", [])),
             invocations=[Invocation(agent=self.name, role="review")],
+            inspected=list(step.get("inspected", [])),
+            findings=[ReviewFinding(**f) for f in step.get("findings", [])],
         )

@@ -44,7 +44,16 @@ class Hang:
     seconds: float = 3600.0
 
 
-Step = Tool | Text | Error | Hang
+@dataclass(frozen=True)
+class Dynamic:
+    """A step computed from the request: `make(tool_results)` gets the text of every tool
+    result the request carries (what the CLI read from its workspace) and returns the step.
+    Lets a script write what the agent *saw*, e.g. a structure.yaml from the catalogue."""
+
+    make: Any
+
+
+Step = Tool | Text | Error | Hang | Dynamic
 
 
 @dataclass
@@ -66,6 +75,22 @@ class Script:
                     return marker, steps[tool_results]
                 return marker, Text("done")
         return None, self.default
+
+
+def approve(*inspected: str, reason: str = "in scope, fixes the cluster") -> Text:
+    """A valid approving review answer (fapo.agents.prompts.VERDICT_SHAPE)."""
+    return json_answer(
+        {"approve": True, "inspected": list(inspected) or ["context/diff.patch"],
+         "findings": [], "reasons": [reason]}
+    )  # fmt: skip
+
+
+def veto(issue: str, file: str | None = None, *inspected: str) -> Text:
+    """A valid veto: one `block` finding on `file`."""
+    return json_answer(
+        {"approve": False, "inspected": list(inspected) or ["context/diff.patch"],
+         "findings": [{"severity": "block", "file": file, "issue": issue}], "reasons": [issue]}
+    )  # fmt: skip
 
 
 def json_answer(obj: Any) -> Text:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .script import Error, Hang, Script, Step, Text, Tool
+from .script import Dynamic, Error, Hang, Script, Step, Text, Tool
 
 
 @dataclass
@@ -72,6 +72,25 @@ def _prompt_text(body: dict[str, Any], protocol: str) -> str:
     return "\n".join(parts)
 
 
+def tool_results_text(body: dict[str, Any], protocol: str) -> str:
+    """The text of every tool result a request carries (what the CLI read or ran)."""
+    if protocol == "anthropic":
+        return "\n".join(
+            s
+            for msg in body.get("messages", [])
+            if isinstance(msg.get("content"), list)
+            for block in msg["content"]
+            if block.get("type") == "tool_result"
+            for s in _texts(block.get("content", ""))
+        )
+    return "\n".join(
+        s
+        for it in body.get("input", [])
+        if str(it.get("type", "")).endswith("_output")
+        for s in _texts(it.get("output", ""))
+    )
+
+
 def _tool_results(body: dict[str, Any], protocol: str) -> int:
     if protocol == "anthropic":
         return sum(
@@ -122,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.state.script.route_on_tool_results:
             text = "\n".join(_texts(body))  # e.g. route by what BRIEF.md said
         rule, step = self.state.script.pick(text, _tool_results(body, self.protocol))
+        if isinstance(step, Dynamic):
+            step = step.make(tool_results_text(body, self.protocol))
         seen.rule, seen.step = rule, type(step).__name__
         self._answer(step, body)
 
