@@ -297,7 +297,12 @@ async def aevaluate(
     `callbacks`: LangChain callback handlers that receive every example's graph run, labelled
     (run name `fapo:<tenant>`, tags tenant/variant/split, metadata with the example id and
     repeat); LangSmith joins through its own environment variables. `variant` names the variant
-    in those labels (default: `fp-` and the first 8 characters of its fingerprint)."""
+    in those labels (default: `fp-` and the first 8 characters of its fingerprint).
+
+    `on_progress(done, total)` is called after every finished example (repeats count apart);
+    an exception it raises (BudgetExhausted: the wall clock) ends the evaluation like a spent
+    call budget: examples in flight finish and are written, none starts, the exception
+    propagates."""
     concurrency = concurrency or tenant.spec.concurrency or tenant.settings.defaults.concurrency
     own_cache = None
     if cache is None and use_cache:
@@ -350,7 +355,11 @@ async def aevaluate(
                 fh.write(json.dumps(record, default=str) + "\n")
             done += 1
             if on_progress:
-                on_progress(done, total * repeats)
+                try:  # progress: the hook may stop the evaluation (a spent wall-clock budget)
+                    on_progress(done, total * repeats)
+                except BaseException as exc:  # like a budget: no new example starts, the
+                    failure = failure or exc  # ones in flight finish and are kept
+                    return
 
     try:
         await asyncio.gather(*(asyncio.create_task(worker()) for _ in range(concurrency)))

@@ -134,7 +134,7 @@ def test_every_run_option_survives_kill9_and_resume(tmp_path: Path) -> None:
     for flags, named in (
         (["--seed", "8"], "--seed 8 conflicts with run 'r', started with --seed 7"),
         (["--agent", "builtin"], "--agent builtin conflicts"),
-        (["--budget-variants", "5"], "--budget-variants 5 conflicts"),
+        (["--budget-variants", "1"], "--budget-variants 1 conflicts"),  # lower: raise only
         (["--concurrency", "4"], "--concurrency 4 conflicts"),
         (["--agent-model", "other"], "--agent-model other conflicts"),
     ):

@@ -109,6 +109,8 @@ class BuiltinAgent:
     """Deterministic proposer. `train_score(changes)` -> mean train score of incumbent+changes."""
 
     name = "builtin"
+    #: progress: told `(done, total)` after each scored move (the loop sets it; racing passes it on)
+    on_scored: Callable[[int, int], None] | None = None
 
     def __init__(
         self,
@@ -371,6 +373,8 @@ class BuiltinAgent:
                 base = self.train_score({}, repeats=repeats)
             for mid, changes in moves:
                 scored.append((self.train_score(changes, repeats=repeats), mid, changes))
+                if self.on_scored is not None:  # progress: "k/N moves scored" while it scores
+                    self.on_scored(len(scored), len(moves))
             scored.sort(key=lambda x: -x[0])
             best, mid, changes = scored[0]
             # A move at what attribution implicated (the step's own prompt, a parameter whose move
