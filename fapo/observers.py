@@ -313,7 +313,8 @@ class ProgressPrinter:
             if self._task is not None:
                 self._bar.remove_task(self._task)
             desc = f"{escape(stage[1])} {escape(stage[2])}"
-            self._task, self._stage = self._bar.add_task(desc, total=None), stage
+            task = self._bar.add_task(desc, total=None, unit="", calls=0, time="")
+            self._task, self._stage = task, stage
         unit = "examples" if isinstance(e, EvalProgress) else "moves scored"
         left = f", ~{duration(e.eta_s)} left" if e.eta_s is not None else ""
         self._bar.update(
