@@ -65,6 +65,23 @@ def main() -> None:
     res = alternate({"none": lambda: in_process(none), "hook": lambda: in_process(hook)}, reps)
     nw, hw = [t.wall_s for t in res["none"]], [t.wall_s for t in res["hook"]]
     ratio = paired_ratio(hw, nw)
+    nc, hc = [t.cpu_s for t in res["none"]], [t.cpu_s for t in res["hook"]]
+    # The hook alone, in a tight loop: what it adds per finished example, against what an
+    # example costs (a shared machine moves whole-evaluation times by more than the hook costs).
+    budget = Budget(BudgetSpec(max_minutes=60), Meter(), started=time.time())
+    quiet = obs.ProgressPrinter(console=Console(file=io.StringIO(), force_terminal=False))
+    progress = obs.RunProgress(
+        lambda e: quiet(e.model_copy(update={"budget": budget.snapshot()})),
+        calls=lambda: budget.meter.calls,
+        check=budget.check_clock,
+    )
+    ticks = 200_000
+    watch = progress.evaluation("v001", "val")
+    c0 = time.process_time()
+    for i in range(1, ticks + 1):
+        watch.tick(i, ticks)
+    per_tick_us = (time.process_time() - c0) / ticks * 1e6
+    per_example_us = median(nc) / a.n * 1e6
     rows = [
         Row(
             "evaluate, no hook: wall", f"{median(nw):.3f} s", note=", ".join(f"{x:.3f}" for x in nw)
@@ -75,6 +92,13 @@ def main() -> None:
             note=", ".join(f"{x:.3f}" for x in hw),
         ),  # fmt: skip
         Row("hook / none wall", f"{ratio:.3f}x", f"<= {TARGET:.2f}x", ratio <= TARGET),
+        Row("hook / none CPU", f"{paired_ratio(hc, nc):.3f}x", "(info)"),
+        Row(
+            "hook CPU per finished example",
+            f"{per_tick_us:.2f} us",
+            "(info)",
+            note=f"{per_tick_us / per_example_us * 100:.3f}% of an example's CPU ({per_example_us:.0f} us)",
+        ),  # fmt: skip
         Row("events sent per evaluation", f"{sent[0] / reps:.0f}", f"(of {a.n} examples)"),
     ]
     emit(f"Progress hook overhead (N={a.n}, 4 LLM steps, concurrency {a.concurrency})", rows, a.json)  # fmt: skip

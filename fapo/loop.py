@@ -287,7 +287,7 @@ class Run:
         self.meter.max_calls = self.meter.max_tokens = self.meter.max_usd = None
         self.budget.clock_stops = False  # progress: the sealed test split is always evaluated
         test = {vid: self._eval(vid, "test").mean for vid in ends}
-        val = {vid: self.summaries[(vid, "val")].mean for vid in ends}
+        val = {vid: self.summaries[(vid, "val")].mean for vid in ends if (vid, "val") in self.summaries}  # fmt: skip # progress: a budget stop inside the baseline has no val yet
         setup.save_val_attribution(self, ends)
         setup.close_run(self, record, val, test)
         if self.cache is not None:

@@ -233,3 +233,18 @@ def test_wall_clock_stop_inside_an_evaluation_resumes_to_the_uninterrupted_resul
     assert stops == ["run", "run.2"]  # the budget stop superseded, never rewritten
     info = json.loads((run / "run.json").read_text())
     assert info["budget"]["max_minutes"] == 10_000  # a later resume keeps the raised budget
+
+
+def test_a_wall_clock_stop_inside_the_baseline_still_finishes_with_a_report(
+    tmp_path: Path,
+) -> None:
+    """No val score exists yet: the run ends with the budget stop, the sealed test split and a
+    report instead of a KeyError traceback (the call budget hit the same path before)."""
+    t = load_tenant("demo-qa", _settings(tmp_path))
+    r = Run(t, RunOptions(agent="builtin", run_id="b", budget={"max_minutes": 0.5}))
+    r.budget.use_clock(lambda: float(r.meter.calls))  # 30 calls: inside v000's train evaluation
+    res = r.execute()
+    assert res.stop.kind is StopKind.BUDGET and res.val == {} and set(res.test) == {"v000"}
+    assert (res.run_dir / "report.md").is_file()
+    partial = res.run_dir / "variants/v000/eval/train/results.jsonl.partial"
+    assert 0 < len(partial.read_text().splitlines()) < 40
