@@ -263,6 +263,27 @@ def _summary_md(tenant: Tenant, s: EvalSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _key_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".key")
+
+
+def _finished_before(partial: Path, key: str) -> list[dict[str, Any]]:
+    """Records an interrupted evaluation of the same variant, split, repeats and limit wrote to
+    `results.jsonl.partial` (a wall-clock budget stop, a kill): reused, so a resumed evaluation
+    pays for none of them again, with or without the call cache. A torn last line ends them."""
+    kp = _key_path(partial)
+    if not (partial.is_file() and kp.is_file()) or kp.read_text(encoding="utf-8") != key:
+        return []
+    kept = []
+    with partial.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                kept.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return kept
+
+
 _heap_frozen = False
 
 
@@ -317,11 +338,16 @@ async def aevaluate(
     path = tenant.data_path(split)
     total = count_rows(path) if path.is_file() else 0
     total = min(total, limit) if limit is not None else total
+    partial = out_dir / "results.jsonl.partial" if out_dir else None
+    key = f"{tenant.fingerprint()} {split} repeats={repeats} limit={limit}"
+    kept = _finished_before(partial, key) if partial else []  # progress: an interrupted run's
+    skip = {(r["index"], r["repeat"]) for r in kept}
     jobs = (
         (i, ex, r)
         for i, ex in enumerate(tenant.examples(split))
         if limit is None or i < limit
         for r in range(repeats)
+        if (i, r) not in skip
     )
     labels = _Labels(
         tenant.name,
@@ -331,12 +357,15 @@ async def aevaluate(
         tuple(callbacks),
     )
     agg = _Aggregate()
-    partial = out_dir / "results.jsonl.partial" if out_dir else None
     fh = None
     if partial:
         partial.parent.mkdir(parents=True, exist_ok=True)
+        write_text(_key_path(partial), key)
         fh = partial.open("w", encoding="utf-8")
-    done = 0
+        for record in kept:  # progress: finished examples are kept, never paid twice
+            agg.add(record)
+            fh.write(json.dumps(record, default=str) + "\n")
+    done = len(kept)
     t0 = time.perf_counter()
     failure: BaseException | None = None
 
@@ -372,6 +401,7 @@ async def aevaluate(
         raise failure
     if partial:
         os.replace(partial, out_dir / "results.jsonl")
+        _key_path(partial).unlink(missing_ok=True)
     scores = {k: mean(agg.per_example[k]) for k in sorted(agg.index, key=agg.index.__getitem__)}
     values = list(scores.values())
     lo, hi = bootstrap_ci(values, seed=tenant.spec.seed)
