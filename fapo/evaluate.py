@@ -270,7 +270,9 @@ def _key_path(partial: Path) -> Path:
 def _finished_before(partial: Path, key: str) -> list[dict[str, Any]]:
     """Records an interrupted evaluation of the same variant, split, repeats and limit wrote to
     `results.jsonl.partial` (a wall-clock budget stop, a kill): reused, so a resumed evaluation
-    pays for none of them again, with or without the call cache. A torn last line ends them."""
+    pays for none of them again, with or without the call cache. A torn last line ends them.
+    Examples lost to provider infrastructure are run again (failed calls are not cached either):
+    after an outage they are not the example's outcome."""
     kp = _key_path(partial)
     if not (partial.is_file() and kp.is_file()) or kp.read_text(encoding="utf-8") != key:
         return []
@@ -278,9 +280,11 @@ def _finished_before(partial: Path, key: str) -> list[dict[str, Any]]:
     with partial.open(encoding="utf-8") as fh:
         for line in fh:
             try:
-                kept.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 break
+            if not (record.get("error") or {}).get("infrastructure"):
+                kept.append(record)
     return kept
 
 
