@@ -197,7 +197,11 @@ def run(
     settings = project_settings()
     models = resumed_models(tenant, opts, settings)  # --model, or on --resume the run's own
     t = load_tenant(tenant, settings, models)
-    result = run_loop(t, opts, settings, callbacks=[live_printer(as_json)])
+    printer = live_printer(as_json)
+    try:
+        result = run_loop(t, opts, settings, callbacks=[printer])
+    finally:
+        printer.close()  # progress: the live bar leaves the terminal however the run ends
     data = {
         "run_dir": str(result.run_dir),
         "reports": report_paths(result.run_dir),

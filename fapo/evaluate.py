@@ -9,6 +9,7 @@ the run; a spent budget does (BudgetExhausted propagates after the partial file 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import gc
 import json
 import os
@@ -327,6 +328,31 @@ def _summary_md(tenant: Tenant, s: EvalSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _key_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".key")
+
+
+def _finished_before(partial: Path, key: str) -> list[dict[str, Any]]:
+    """Records an interrupted evaluation of the same variant, split, repeats and limit wrote to
+    `results.jsonl.partial` (a wall-clock budget stop, a kill): reused, so a resumed evaluation
+    pays for none of them again, with or without the call cache. A torn last line ends them.
+    Examples lost to provider infrastructure are run again (failed calls are not cached either):
+    after an outage they are not the example's outcome."""
+    kp = _key_path(partial)
+    if not (partial.is_file() and kp.is_file()) or kp.read_text(encoding="utf-8") != key:
+        return []
+    kept = []
+    with partial.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not (record.get("error") or {}).get("infrastructure"):
+                kept.append(record)
+    return kept
+
+
 _heap_frozen = False
 
 
@@ -370,7 +396,12 @@ async def aevaluate(
     A variant whose chain.py is not the tenant folder's own (the `code` level) is evaluated in a
     sandboxed worker (fapo/worker.py, docs/security.md); where bubblewrap cannot run that is
     refused in one line unless `sandbox=False` (`--no-sandbox`) lets it run in this process.
-    `callbacks` do not reach the worker's graph runs."""
+    `callbacks` do not reach the worker's graph runs.
+
+    `on_progress(done, total)` is called after every finished example (repeats count apart);
+    an exception it raises (BudgetExhausted: the wall clock) ends the evaluation like a spent
+    call budget: examples in flight finish and are written, none starts, the exception
+    propagates."""
     concurrency = concurrency or tenant.spec.concurrency or tenant.settings.defaults.concurrency
     own_cache = None
     if cache is None and use_cache:
@@ -389,11 +420,17 @@ async def aevaluate(
     total = min(total, limit) if limit is not None else total
     only = None if ids is None else frozenset(ids)  # gating: a minibatch of the split
     total = total if only is None else min(total, len(only))
+    partial = out_dir / "results.jsonl.partial" if out_dir else None
+    subset = "" if only is None else " ids=" + hashlib.sha256("\n".join(sorted(only)).encode()).hexdigest()[:16]  # fmt: skip
+    key = f"{tenant.fingerprint()} {split} repeats={repeats} limit={limit}{subset}"
+    kept = _finished_before(partial, key) if partial else []  # progress: an interrupted run's
+    skip = {(r["index"], r["repeat"]) for r in kept}
     jobs = (
         (i, ex, r)
         for i, ex in enumerate(tenant.examples(split))
         if (limit is None or i < limit) and (only is None or ex.id in only)
         for r in range(repeats)
+        if (i, r) not in skip
     )
     labels = _Labels(
         tenant.name,
@@ -403,12 +440,15 @@ async def aevaluate(
         tuple(callbacks),
     )
     agg = _Aggregate()
-    partial = out_dir / "results.jsonl.partial" if out_dir else None
     fh = None
     if partial:
         partial.parent.mkdir(parents=True, exist_ok=True)
+        write_text(_key_path(partial), key)
         fh = partial.open("w", encoding="utf-8")
-    done = 0
+        for record in kept:  # progress: finished examples are kept, never paid twice
+            agg.add(record)
+            fh.write(json.dumps(record, default=str) + "\n")
+    done = len(kept)
     t0 = time.perf_counter()
     failure: BaseException | None = None
 
@@ -430,7 +470,11 @@ async def aevaluate(
                 fh.write(json.dumps(record, default=str) + "\n")
             done += 1
             if on_progress:
-                on_progress(done, total * repeats)
+                try:  # progress: the hook may stop the evaluation (a spent wall-clock budget)
+                    on_progress(done, total * repeats)
+                except BaseException as exc:  # like a budget: no new example starts, the
+                    failure = failure or exc  # ones in flight finish and are kept
+                    return
 
     try:
         await asyncio.gather(*(asyncio.create_task(worker()) for _ in range(concurrency)))
@@ -445,6 +489,7 @@ async def aevaluate(
         raise failure
     if partial:
         os.replace(partial, out_dir / "results.jsonl")
+        _key_path(partial).unlink(missing_ok=True)
     scores = {k: mean(agg.per_example[k]) for k in sorted(agg.index, key=agg.index.__getitem__)}
     values = list(scores.values())
     lo, hi = bootstrap_ci(values, seed=tenant.spec.seed)

@@ -11,7 +11,6 @@ finished stage is an event in events.jsonl; on `--resume` the loop re-walks the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import cached_property
@@ -27,6 +26,7 @@ from fapo.agents.base import Agent
 from fapo.agents.cli_runner import bind_budget  # briefs: USD budget inside agent calls
 from fapo.artifacts import write_json
 from fapo.attribute import ladder, with_agent
+from fapo.budget import stop_key
 from fapo.cache import CallCache
 from fapo.compare import AcceptanceRule, decide
 from fapo.errors import BudgetExhausted
@@ -74,6 +74,7 @@ class Run:
         self._agent = agent or setup.cli_agent_now(self)  # [sandbox] refuse before any work
         self.callbacks: list[obs.Callback] = [*callbacks, *([obs.ReportWriter()] if report else [])]
         self.cache = CallCache(self.settings.cache_path) if options.use_cache else None
+        self.progress = obs.RunProgress(self._notify, calls=lambda: self.meter.calls, check=self.budget.check_clock)  # fmt: skip # progress:
         self.variants: dict[str, Tenant] = {}
         self.summaries: dict[tuple[str, str], EvalSummary] = {}
         self.history: list[dict[str, Any]] = []
@@ -95,13 +96,15 @@ class Run:
         return self.dir / "variants" / vid
 
     def _budget(self) -> dict[str, Any]:
-        return self.budget.snapshot(time.time())
+        return self.budget.snapshot()  # progress: the budget's clock (a test may inject one)
 
     def _memo(self, kind: str, key: str, record: type[R], fn: Callable[[], R]) -> R:
         return self.log.memo(kind, key, record, fn, self._budget)[0]
 
     def _notify(self, event: obs.Event) -> None:
         event = event.model_copy(update={"budget": self._budget()})
+        if isinstance(event, obs.ProposalStarted):  # progress: moves scored from here on
+            self.progress.proposal_started(event)
         for cb in self.callbacks:
             cb(event)
 
@@ -110,7 +113,9 @@ class Run:
         """Functions the tenant's chain registers (for structural transforms)."""
         return setup.chain_functions(self.tenant)
 
-    def _evaluate(self, tenant: Tenant, split: str, **kw: Any) -> EvalSummary:
+    def _evaluate(self, tenant: Tenant, split: str, watch: obs.Watch | None = None, **kw: Any) -> EvalSummary:  # fmt: skip
+        self.budget.check_clock()  # progress: the wall clock, before and inside every evaluation
+        kw["on_progress"] = watch.tick if watch else self.progress.check  # progress:
         use_cache, conc = self.cache is not None, self.options.concurrency
         # sealing: candidate chain code is evaluated in the sandboxed worker unless --no-sandbox
         kw.setdefault("sandbox", self.options.agent_settings.get("sandbox") is not False)
@@ -124,7 +129,8 @@ class Run:
         def run() -> rec.EvalRecord:
             self._notify(obs.EvalStarted(variant=vid, split=split))
             reps = repeats or self.tenant.spec.acceptance.repeats
-            s = self._evaluate(self.variants[vid], split, out_dir=out, repeats=reps)
+            watch = self.progress.evaluation(vid, tag)  # progress: examples done, calls, eta
+            s = self._evaluate(self.variants[vid], split, watch, out_dir=out, repeats=reps)
             if self.cache is not None:  # runs: a cache write failure (disk full) stops here
                 self.cache.flush()
             return rec.EvalRecord(mean=s.mean, n=s.n, calls=s.calls, errors=s.errors)
@@ -142,7 +148,9 @@ class Run:
         own = self.summaries[(self.st.incumbent, "train")]  # gating: same examples, same draws
         if not changes and repeats == own.repeats:  # gating:
             return {i: v for i, v in own.scores.items() if ids is None or i in ids}  # gating:
-        return self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats, ids=ids).scores  # fmt: skip
+        s = self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats, ids=ids)  # fmt: skip
+        self.progress.move_scored()  # progress: a scored move (the wall clock is asked too)
+        return s.scores
 
     # -- stages ------------------------------------------------------------------------------
     def _attribute(self, vid: str) -> rec.Attribution:
@@ -290,11 +298,13 @@ class Run:
     def _finish(self, stop: rec.Stop) -> rec.OptimizeResult:
         st = self.st
         made = rec.StopRecord(reason=stop.message, kind=stop.kind, best=st.incumbent, accepted=st.accepted)  # fmt: skip
-        record = self._memo("stopped", "run", rec.StopRecord, lambda: made)
+        key = stop_key(self.log, made)  # progress: a budget stop resumed with more budget
+        record = self._memo("stopped", key, rec.StopRecord, lambda: made)
         ends = list(dict.fromkeys(["v000", st.incumbent]))
         self.meter.max_calls = self.meter.max_tokens = self.meter.max_usd = None
+        self.budget.clock_stops = False  # progress: the sealed test split is always evaluated
         test = {vid: self._eval(vid, "test").mean for vid in ends}
-        val = {vid: self.summaries[(vid, "val")].mean for vid in ends}
+        val = {vid: self.summaries[(vid, "val")].mean for vid in ends if (vid, "val") in self.summaries}  # fmt: skip # progress: a budget stop inside the baseline has no val yet
         setup.save_val_attribution(self, ends)
         setup.close_run(self, record, val, test)
         if self.cache is not None:

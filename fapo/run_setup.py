@@ -58,7 +58,9 @@ def make_agent(kind: str, run: Run) -> Agent:
     if kind == "builtin":
         from fapo.agents.builtin import BuiltinAgent
 
-        return BuiltinAgent(train_score=run.train_score, functions=run.functions)
+        agent = BuiltinAgent(train_score=run.train_score, functions=run.functions)
+        agent.on_scored = run.progress.on_scored  # progress: "moves scored k/N" during a proposal
+        return agent
     if kind.startswith("scripted:"):
         from fapo.agents.scripted import ScriptedAgent
 
@@ -126,7 +128,8 @@ def open_run(run: Run) -> tuple[EventLog, dict[str, str]]:
         if snap:
             run.budget.restore(snap)
             run.budget.variants = 0  # recounted while replaying
-        rundir.note_resume(run.dir, _options_record(run))  # runs: what this resume runs with
+        budget = run.budget.spec.model_dump()  # progress: a raised budget is the run's from now
+        rundir.note_resume(run.dir, _options_record(run), budget)  # runs: what it runs with
     else:
         write_json(
             run_json,

@@ -356,7 +356,10 @@ def restore_options(run_dir: Path, options: OptionsT) -> OptionsT:
             f"--model {models_now} conflicts with run '{run_dir.name}', started with "
             f"{models_then or 'the tenant.yaml models'}; resume without it or start a new run"
         )
+    raised = {k: v for k, v in options.budget.items() if _raises(k, v, then.get(k))}
     for key, value in now.items():
+        if key in raised:  # progress: more budget continues a run that stopped on its budget
+            continue
         if value is not None and value != then.get(key):
             flag = _FLAGS.get(key, key)
             shown = "" if key == "use_cache" else f" {value}"
@@ -369,7 +372,7 @@ def restore_options(run_dir: Path, options: OptionsT) -> OptionsT:
     return dataclasses.replace(
         options,  # type: ignore[type-var]
         agent=agent,
-        budget=dict(budget),
+        budget={**budget, **raised},
         concurrency=then["concurrency"],
         seed=then["seed"],
         use_cache=bool(then["use_cache"]),
@@ -378,11 +381,25 @@ def restore_options(run_dir: Path, options: OptionsT) -> OptionsT:
     )
 
 
-def note_resume(run_dir: Path, options: dict[str, Any]) -> None:
-    """Append to run.json's `resumes` when and with which options the run was resumed."""
+def _raises(key: str, value: Any, was: Any) -> bool:
+    """Does budget flag `key` given on `--resume` raise the run's limit (never lower or add one)?"""
+    return key in _BUDGET_KEYS and value is not None and was is not None and value > was
+
+
+_BUDGET_KEYS = ("max_variants", "max_calls", "max_tokens", "max_usd", "max_minutes")
+
+
+def note_resume(
+    run_dir: Path, options: dict[str, Any], budget: dict[str, Any] | None = None
+) -> None:
+    """Append to run.json's `resumes` when and with which options the run was resumed; a budget
+    raised on this resume becomes the run's (`budget`, `options.budget`) for later resumes."""
     path = run_dir / "run.json"
     info = read_json(path)
     info.setdefault("resumes", []).append({"at": time.time(), "options": options})
+    if budget is not None:
+        info["budget"] = budget
+        info.setdefault("options", {})["budget"] = options.get("budget", {})
     write_json(path, info)
 
 

@@ -8,7 +8,6 @@ same questions at the same points and reaches the same stop.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -126,7 +125,7 @@ class BudgetSpent:
     def __call__(self, state: LoopState) -> Stop | None:
         if state.attribution is not None or not state.fresh:
             return None
-        reason = self.budget.exhausted(time.time())
+        reason = self.budget.exhausted()  # progress: the budget's own clock
         return Stop(kind=StopKind.BUDGET, message=reason) if reason else None
 
 

@@ -38,7 +38,12 @@ def _project(tmp: Path, name: str) -> Path:
     return root
 
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+def _env() -> dict[str, str]:
+    """At call time, not import time: the test's private $TMPDIR (conftest) must reach the run,
+    else other processes writing the shared /tmp are "outside writes" that block its proposals."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 #: Every run option, each away from its default.
 FLAGS = [
     "--agent",
@@ -71,7 +76,7 @@ def _fapo(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fapo", *args],
         cwd=root,
-        env=ENV,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -110,7 +115,7 @@ def test_every_run_option_survives_kill9_and_resume(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "fapo", "run", "demo-qa", "--json", "--run-id", "r", *FLAGS],
         cwd=root,
-        env=ENV,
+        env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -134,7 +139,7 @@ def test_every_run_option_survives_kill9_and_resume(tmp_path: Path) -> None:
     for flags, named in (
         (["--seed", "8"], "--seed 8 conflicts with run 'r', started with --seed 7"),
         (["--agent", "builtin"], "--agent builtin conflicts"),
-        (["--budget-variants", "5"], "--budget-variants 5 conflicts"),
+        (["--budget-variants", "1"], "--budget-variants 1 conflicts"),  # lower: raise only
         (["--concurrency", "4"], "--concurrency 4 conflicts"),
         (["--agent-model", "other"], "--agent-model other conflicts"),
     ):
@@ -178,7 +183,7 @@ def test_two_runs_of_one_tenant_started_together_both_finish(tmp_path: Path) -> 
         subprocess.Popen(
             [sys.executable, "-m", "fapo", *args],
             cwd=root,
-            env=ENV,
+            env=_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
