@@ -9,8 +9,8 @@ the run; a spent budget does (BudgetExhausted propagates after the partial file 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import gc
+import hashlib
 import json
 import os
 import time

@@ -33,7 +33,7 @@ from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
 from fapo.interventions import for_run
-from fapo.noise import comparison_repeats, on_draws  # moves:
+from fapo.noise import paired_val  # moves:
 from fapo.propose import RULES, Incumbent, attribution_context, changes_of, history_entry, propose
 from fapo.review import LeakIndex, record_findings, review_candidate
 from fapo.run_setup import RunOptions
@@ -214,13 +214,9 @@ class Run:
         return review
 
     def _compare(self, vid: str) -> rec.DecisionRecord:
-        inc = self.summaries[(self.st.incumbent, "val")]
         if isinstance(self.acceptance, seq.Staged):  # sequential: val in looks, run-level alpha
-            return seq.staged_compare(self, vid, self.acceptance)  # sequential: (+ draws, moves)
-        cand = self._eval(vid, "val")
-        found = [self.vdir(v) / "eval" / "val" / "results.jsonl" for v in (vid, self.st.incumbent)]  # fmt: skip
-        if reps := comparison_repeats(self.tenant.spec.acceptance.repeats, found):  # fmt: skip  # moves: sampling variants compared draw by draw (fapo/noise.py)
-            cand, inc = (on_draws(self._eval(v, "val", reps), self.vdir(v) / "eval" / f"val-r{reps}" / "results.jsonl") for v in (vid, self.st.incumbent))  # fmt: skip
+            return seq.staged_compare(self, vid, self.acceptance)  # (+ draws: fapo/noise.py)
+        cand, inc = paired_val(self, vid)  # moves: sampling variants compared draw by draw
         return decide(self.acceptance, vid, self.st.incumbent, cand, inc)
 
     def _decide(self, vid: str, prop: rec.ProposalRecord) -> rec.DecisionRecord:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fapo.evaluate import EvalSummary
+    from fapo.loop import Run
 
 #: Evaluations per example of each move on train when a step samples (fapo/agents/builtin.py):
 #: every move and the incumbent on the same repeat indexes.
@@ -72,3 +73,15 @@ def on_draws(summary: EvalSummary, results: Path) -> EvalSummary:
                 rec = json.loads(line)
                 scores[f"{rec['id']}#{rec.get('repeat', 0)}"] = float(rec["score"])
     return dataclasses.replace(summary, scores=dict(sorted(scores.items())))
+
+
+def paired_val(run: Run, vid: str) -> tuple[EvalSummary, EvalSummary]:
+    """Candidate and incumbent val summaries for an unstaged acceptance rule: as evaluated, or
+    keyed by draw on `comparison_repeats` draws when either samples."""
+    inc_id = run.st.incumbent
+    cand, inc = run._eval(vid, "val"), run.summaries[(inc_id, "val")]
+    found = [run.vdir(v) / "eval" / "val" / "results.jsonl" for v in (vid, inc_id)]
+    if reps := comparison_repeats(run.tenant.spec.acceptance.repeats, found):
+        path = lambda v: run.vdir(v) / "eval" / f"val-r{reps}" / "results.jsonl"  # noqa: E731
+        cand, inc = (on_draws(run._eval(v, "val", reps), path(v)) for v in (vid, inc_id))
+    return cand, inc

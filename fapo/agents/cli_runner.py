@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -626,7 +626,10 @@ class _BudgetView(Protocol):
     def spec(self) -> Any: ...
 
 
-def bind_budget(agent: Any, budget: _BudgetView) -> Any:
+A = TypeVar("A")
+
+
+def bind_budget(agent: A, budget: _BudgetView) -> A:
     """Let a CLI agent see what is left of the run's USD budget (`max_usd`), so no call starts
     once it is spent and Claude Code holds it within a call (`--max-budget-usd`). Other agents
     are returned unchanged. Idempotent."""
