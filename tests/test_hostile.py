@@ -557,8 +557,9 @@ def test_candidate_code_that_passed_review_is_contained_at_evaluation(tmp_path):
         vdir = run / "variants" / f"v{i:03d}"
         review = json.loads((vdir / "review.json").read_text())
         assert not review["blocked"], (c.id, review)  # it reached evaluation
-        results = vdir / "eval" / "val" / "results.jsonl"
-        rows[c.id] = [json.loads(x) for x in results.read_text().splitlines()]
+        # val in looks (fapo/sequential.py): a candidate stopped early has only its looks' files
+        found = sorted((vdir / "eval").glob("val*/results.jsonl"))
+        rows[c.id] = [json.loads(x) for f in found for x in f.read_text().splitlines()]
         assert rows[c.id] and all(r["score"] == 0.0 for r in rows[c.id]), c.id  # no labels
     errors = {cid: {(r["error"] or {}).get("type") for r in rs} for cid, rs in rows.items()}
     assert errors["eval-regenerate-data"] == {"ModuleNotFoundError"}
