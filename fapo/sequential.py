@@ -49,49 +49,6 @@ def spent(t: float, alpha: float, kind: str = "obrien-fleming") -> float:
     raise ValueError(f"unknown spending function {kind!r}")
 
 
-def normal_bounds(
-    fractions: Sequence[float], alpha: float, kind: str = "obrien-fleming", grid: int = 801
-) -> list[float]:
-    """Upper z-boundaries of a one-sided group-sequential test (Brownian motion at `fractions`),
-    each look spending spent(t_k) − spent(t_{k−1}); numerical integration of the sub-density of
-    the surviving paths (Armitage–McPherson–Rowe recursion) on a grid."""
-    lo = -7.0  # survivors below -7 sd are negligible (< 1e-11)
-    bounds: list[float] = []
-    xs: list[float] = []  # grid of the previous look's statistic S = Z·sqrt(t), survivors only
-    ws: list[float] = []  # sub-density × grid step
-    prev_t = 0.0
-    for k, t in enumerate(fractions):
-        target = spent(t, alpha, kind) - spent(prev_t, alpha, kind)
-        dt = t - prev_t
-        sd = math.sqrt(dt)
-
-        def tail(c: float, xs: list[float] = xs, ws: list[float] = ws, sd: float = sd, t: float = t, first: bool = k == 0) -> float:  # fmt: skip
-            s = c * math.sqrt(t)
-            if first:
-                return 1 - _N.cdf(s / sd)
-            return sum(w * (1 - _N.cdf((s - x) / sd)) for x, w in zip(xs, ws, strict=True))
-
-        a, b = -1.0, 12.0
-        for _ in range(60):  # bisection: the tail probability decreases in c
-            m = (a + b) / 2
-            a, b = (m, b) if tail(m) > target else (a, m)
-        c = (a + b) / 2
-        bounds.append(c)
-        # survivors' sub-density at this look, on a grid below the boundary
-        top = c * math.sqrt(t)
-        step = (top - lo * math.sqrt(t)) / (grid - 1)
-        new_x = [lo * math.sqrt(t) + i * step for i in range(grid)]
-        if k == 0:
-            new_w = [_N.pdf(x / sd) / sd * step for x in new_x]
-        else:
-            new_w = [
-                sum(w * _N.pdf((y - x) / sd) / sd for x, w in zip(xs, ws, strict=True)) * step
-                for y in new_x
-            ]
-        xs, ws, prev_t = new_x, new_w, t
-    return bounds
-
-
 # -- the group-sequential sign-flip test ---------------------------------------------------------
 class LookOutcome(enum.Enum):
     CONTINUE = "continue"

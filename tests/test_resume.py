@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_outcome import run_outcome
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,21 +45,7 @@ def _cmd(resume: bool) -> list[str]:
 
 
 def _outcome(root: Path) -> dict:
-    run = root / "runs" / "demo-qa" / "r"
-    decisions = {
-        p.parent.name: {
-            k: v for k, v in json.loads(p.read_text()).items() if k in ("status", "reason", "stats")
-        }
-        for p in sorted((run / "variants").glob("v*/decision.json"))
-    }
-    info = json.loads((run / "run.json").read_text())
-    return {
-        "decisions": decisions,
-        "best": info["best"],
-        "val": info["val"],
-        "test": info["test"],
-        "stop": info["stop_reason"],
-    }
+    return run_outcome(root / "runs" / "demo-qa" / "r")
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from run_outcome import run_outcome
+
 REPO = Path(__file__).resolve().parents[1]
 FIXES = REPO / "tenants" / "demo-qa" / "fixes"
 
@@ -84,28 +86,11 @@ def _fapo(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     )
 
 
-def _outcome(run: Path) -> dict:
-    decisions = {
-        p.parent.name: {
-            k: v for k, v in json.loads(p.read_text()).items() if k in ("status", "reason", "stats")
-        }
-        for p in sorted((run / "variants").glob("v*/decision.json"))
-    }
-    info = json.loads((run / "run.json").read_text())
-    return {
-        "decisions": decisions,
-        "best": info["best"],
-        "val": info["val"],
-        "test": info["test"],
-        "stop": info["stop_reason"],
-    }
-
-
 def test_every_run_option_survives_kill9_and_resume(tmp_path: Path) -> None:
     ref = _project(tmp_path, "ref")
     done = _fapo(ref, "run", "demo-qa", "--json", "--run-id", "r", *FLAGS)
     assert done.returncode == 0, done.stderr[-2000:]
-    expected = _outcome(ref / "runs/demo-qa/r")
+    expected = run_outcome(ref / "runs/demo-qa/r")
     assert len(expected["decisions"]) == 2  # the variant budget, not the 3-step script
     # A p-value that moves with the seed: the resumed run must reproduce it.
     assert any(d.get("stats") for d in expected["decisions"].values())
@@ -149,7 +134,7 @@ def test_every_run_option_survives_kill9_and_resume(tmp_path: Path) -> None:
     # The same value as the run's is not a conflict; no flag at all restores everything.
     done = _fapo(root, "run", "demo-qa", "--json", "--resume", "r", "--seed", "7")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert _outcome(run) == expected  # agent script, budget and seed as started
+    assert run_outcome(run) == expected  # agent script, budget and seed as started
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished"
     assert info["resumes"][-1]["options"] == info["options"]
@@ -176,7 +161,7 @@ def test_two_runs_of_one_tenant_started_together_both_finish(tmp_path: Path) -> 
     ref = _project(tmp_path, "ref")
     lone = _fapo(ref, *args, "--no-cache")
     assert lone.returncode == 0, lone.stderr[-2000:]
-    expected = _outcome(Path(json.loads(lone.stdout)["run_dir"]))
+    expected = run_outcome(Path(json.loads(lone.stdout)["run_dir"]))
 
     root = _project(tmp_path, "shared")
     procs = [
@@ -196,7 +181,7 @@ def test_two_runs_of_one_tenant_started_together_both_finish(tmp_path: Path) -> 
     dirs = [Path(json.loads(out)["run_dir"]) for out, _ in outs]
     assert dirs[0] != dirs[1]
     for d in dirs:
-        assert _outcome(d) == expected
+        assert run_outcome(d) == expected
         assert json.loads((d / "run.json").read_text())["status"] == "finished"
     # Both wrote into the one shared cache and it is whole.
     import sqlite3

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -65,6 +66,22 @@ def test_read_only_roles_get_a_read_only_workspace(tmp_path):
     r = _inside(["/bin/sh", "-c", f"cat {ws}/a.txt; echo b > {ws}/a.txt"], ws, writable=False)
     assert r.stdout.startswith("a") and "Read-only file system" in r.stderr
     assert (ws / "a.txt").read_text() == "a"
+
+
+def _review_clean(tenant: Any, files: dict[str, str], level: str, **kw: Any) -> list[Any]:
+    """`review_in_code` of `files` at `level` with nothing stray, outside or leaked around them."""
+    return review_in_code(
+        tenant,
+        files,
+        level=level,
+        stray=[],
+        outside=[],
+        immutable_before=tenant.immutable_hashes(),
+        leak_index=LeakIndex(tenant),
+        known={},
+        keys={},
+        **kw,
+    )
 
 
 def test_tool_mount_maps_node_modules_under_opt(tmp_path):
@@ -143,17 +160,8 @@ def test_flagged_chain_code_never_runs(project, tmp_path):
     flag = tmp_path / "ran"
     chain = tenant.files["chain.py"] + f"\nimport os\nos.system('touch {flag}')\n"
     built: list[str] = []
-    checks = review_in_code(
-        tenant,
-        {"chain.py": chain},
-        level="code",
-        stray=[],
-        outside=[],
-        immutable_before=tenant.immutable_hashes(),
-        leak_index=LeakIndex(tenant),
-        known={},
-        keys={},
-        build=lambda v: built.append("x") or None,
+    checks = _review_clean(
+        tenant, {"chain.py": chain}, "code", build=lambda v: built.append("x") or None
     )
     failed = {c.name: c.reason for c in checks if not c.passed}
     assert "starts a process" in failed["safe_code"]
@@ -162,16 +170,8 @@ def test_flagged_chain_code_never_runs(project, tmp_path):
 
 def test_structure_level_may_not_edit_chain_py(project):
     tenant = load_tenant("demo-qa", project)
-    checks = review_in_code(
-        tenant,
-        {"chain.py": tenant.files["chain.py"] + "\n# tweak\n"},
-        level="structure",
-        stray=[],
-        outside=[],
-        immutable_before=tenant.immutable_hashes(),
-        leak_index=LeakIndex(tenant),
-        known={},
-        keys={},
+    checks = _review_clean(
+        tenant, {"chain.py": tenant.files["chain.py"] + "\n# tweak\n"}, "structure"
     )
     scope = next(c for c in checks if c.name == "scope")
     assert not scope.passed and "chain.py" in scope.reason
@@ -638,16 +638,10 @@ def test_candidate_code_never_builds_or_runs_interventions_in_process(project):
     tenant = load_tenant("demo-qa", project)
     incumbent = _candidate(tenant)
     built: list[object] = []
-    checks = review_in_code(
+    checks = _review_clean(
         incumbent,
         {"prompts/answer.md": incumbent.files["prompts/answer.md"] + "\nBe brief.\n"},
-        level="prompt",
-        stray=[],
-        outside=[],
-        immutable_before=incumbent.immutable_hashes(),
-        leak_index=LeakIndex(incumbent),
-        known={},
-        keys={},
+        "prompt",
         build=lambda v: built.append(v) or None,
     )
     assert {c.name: c.passed for c in checks}["builds"] and len(built) == 1
