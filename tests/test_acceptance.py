@@ -6,11 +6,11 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from statistics import NormalDist
 from types import SimpleNamespace
 
 import pytest
+from noisy_demo import fixed_files_at
 
 from fapo.compare import PairedImprovement
 from fapo.evaluate import evaluate
@@ -112,12 +112,7 @@ def test_noise_only_change_on_a_noisy_sim_is_accepted_at_most_at_alpha(project) 
     """A/A test: candidate and incumbent differ only by a sentence the simulator ignores, so at
     temperature > 0 they differ only by seeded noise. Over many seeds, acceptances <= alpha."""
     t = load_tenant("demo-qa", project)
-    fixes = Path(t.root / "fixes")
-    files = {f"prompts/{p.name}": p.read_text() for p in (fixes / "prompts").glob("*.md")}
-    files["structure.yaml"] = (fixes / "structure.yaml").read_text()
-    files["params.yaml"] = (
-        (fixes / "params.yaml").read_text().replace("temperature: 0.0", "temperature: 0.8")
-    )
+    files = fixed_files_at(t, 0.8)
     assert "temperature: 0.8" in files["params.yaml"]
     spec = AcceptanceSpec(min_improvement=0.0, alpha=0.05, resamples=1000)
     trials, accepted, seq_accepted, means = 30, 0, 0, set()

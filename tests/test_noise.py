@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from attrib_tenants import make_tenant
+from noisy_demo import fixed_files_at
 from test_acceptance import _ceiling
 from test_builtin_moves import project as scratch_project
 
@@ -74,12 +75,7 @@ def test_draw_level_comparison_holds_alpha_in_an_aa_test(project, tmp_path: Path
     temperature 0.8, each evaluated on COMPARISON_REPEATS draws per example with independent
     seeds per draw; compared draw by draw, they are accepted at most at rate alpha."""
     t = load_tenant("demo-qa", project)
-    fixes = Path(t.root / "fixes")
-    files = {f"prompts/{p.name}": p.read_text() for p in (fixes / "prompts").glob("*.md")}
-    files["structure.yaml"] = (fixes / "structure.yaml").read_text()
-    files["params.yaml"] = (
-        (fixes / "params.yaml").read_text().replace("temperature: 0.0", "temperature: 0.8")
-    )
+    files = fixed_files_at(t, 0.8)
     spec = AcceptanceSpec(min_improvement=0.0, alpha=0.05, resamples=1000)
     trials, accepted, nonzero = 20, 0, 0
     for i in range(trials):
