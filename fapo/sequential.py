@@ -336,7 +336,9 @@ def staged_compare(run: Run, vid: str, rule: Staged) -> DecisionRecord:
     inc = run.summaries[(inc_id, "val")]
     configured = run.tenant.spec.acceptance.repeats
     order = rule.plan(sorted(inc.scores))
-    eval_look(run, vid, 1, order[0])  # configured repeats; the draws reuse its calls (cache)
+    # Look 1 at the configured repeats tells whether the candidate samples; the draw looks replay
+    # its calls from the call cache where they cover the same examples (repeat 0).
+    eval_look(run, vid, 1, order[0])
     found = [run.vdir(inc_id) / "eval" / "val" / "results.jsonl", run.vdir(vid) / "eval" / "val-look1" / "results.jsonl"]  # fmt: skip
     reps = comparison_repeats(configured, found)
     if reps is None:
