@@ -52,9 +52,11 @@ class CallCache:
                 str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_S
             )
             self._db.execute(f"PRAGMA busy_timeout={int(BUSY_S * 1000)}")
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _patiently(self._db, "PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
+            _patiently(
+                self._db, "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)"
+            )
         except OSError as exc:
             raise fs_error(exc, path) from None
         except sqlite3.Error as exc:
@@ -93,7 +95,7 @@ class CallCache:
         try:
             # IMMEDIATE takes the write lock up front, so the busy timeout applies (a deferred
             # transaction upgrading to a writer can fail at once with SQLITE_BUSY).
-            self._db.execute("BEGIN IMMEDIATE")
+            _patiently(self._db, "BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?)", list(self._pending.items())
             )
@@ -117,6 +119,27 @@ class CallCache:
             self._db.close()
         if self.failure is not None:
             raise self.failure
+
+
+def _patiently(db: sqlite3.Connection, sql: str) -> None:
+    """Run `sql`, retrying SQLITE_BUSY until BUSY_S have passed.
+
+    SQLite skips the busy handler in some WAL cases (another connection running recovery or
+    changing the journal mode as it opens the file) and reports BUSY at once: two `fapo run`
+    started together failed so under a loaded full test suite, while a second try succeeds.
+    """
+    deadline = time.monotonic() + BUSY_S
+    pause = 0.01
+    while True:
+        try:
+            db.execute(sql)
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def _db_error(path: Path, exc: sqlite3.Error) -> FapoError:

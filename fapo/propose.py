@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ from fapo.records import (
     spend,
 )
 from fapo.review import redact_keys
-from fapo.sandbox import Guard, detect_outside_writes, symlinks_in
+from fapo.sandbox import Guard, detect_outside_writes, symlinks_in, write_clock
 from fapo.tenant import Tenant
 from fapo.workspace import (
     LeakCheck,
@@ -290,7 +289,7 @@ def propose(
         before = snapshot(ws)
         contained = bool(getattr(agent, "contained", False))
         restore = guard.restore_point(contained) if guard else None
-        started = time.time()
+        started = write_clock(Path(tmp))
         proposal = safe_propose(agent, brief, ws)
         links = symlinks_in(ws)  # blocked, never followed
         changes, stray = collect(ws, before, inc.tenant)

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,30 @@ def _inside(path: Path, parent: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def write_clock(scratch: Path) -> float:
+    """A `since` for `detect_outside_writes` that no later write can reach and no earlier one
+    passes, read off the file system itself: a marker in `scratch` (an excluded folder) is
+    rewritten until its timestamp moves, and the timestamp before the move is returned.
+
+    A `time.time()` start missed writes made in the same kernel tick (measured: 2 of 2,000 files
+    written right after it had an older mtime; the hostile suite's fast in-process write to
+    $TMPDIR slipped through so), and the coarse clock is no better on kernels that hand out
+    fine-grained file times (one file written before it was stamped after it). File times are
+    monotonic across files, so every earlier write is stamped <= the returned time and every
+    later one >= the moved one.
+    """
+    marker = scratch / ".fapo-clock"
+    marker.write_bytes(b"")
+    first = marker.stat().st_mtime
+    for _ in range(1000):  # about one tick (4 ms here); bounded for a frozen clock
+        time.sleep(0.0005)
+        marker.write_bytes(b"")
+        os.utime(marker)
+        if marker.stat().st_mtime > first:
+            break
+    return first
 
 
 def detect_outside_writes(

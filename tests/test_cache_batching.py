@@ -50,3 +50,27 @@ def test_a_time_limit_bounds_how_long_an_entry_stays_uncommitted(tmp_path: Path)
     cache.put("k", {"v": 1})
     assert _rows(path) == 1
     cache.close()
+
+
+def test_a_write_reported_busy_at_once_is_retried_until_the_lock_is_free(tmp_path: Path) -> None:
+    """SQLite may report BUSY without calling its busy handler (WAL recovery, a journal-mode
+    change as another process opens the file); the cache retries instead of failing the run."""
+    import threading
+    import time
+
+    path = tmp_path / "c.sqlite"
+    cache = CallCache(path, flush_every=1)
+    cache._db.execute("PRAGMA busy_timeout=0")  # as if SQLite skipped the handler
+    holder = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    t0 = time.monotonic()
+    cache.put("k", {"v": 1})  # flushes at once; the holder has the write lock for 0.3 s
+    cache.flush()
+    release.join()
+    assert time.monotonic() - t0 >= 0.25
+    assert cache.get("k") == {"v": 1}
+    holder.close()
+    cache.close()
+    assert CallCache(path).get("k") == {"v": 1}
