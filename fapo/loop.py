@@ -26,15 +26,18 @@ from fapo.agents.base import Agent
 from fapo.agents.cli_runner import bind_budget  # briefs: USD budget inside agent calls
 from fapo.artifacts import write_json
 from fapo.attribute import ladder, with_agent
+from fapo.attribution_context import attribution_context
+from fapo.brief import RULES, Incumbent
 from fapo.budget import stop_key
 from fapo.cache import CallCache
 from fapo.compare import AcceptanceRule, decide
 from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
 from fapo.evaluate import EvalSummary, evaluate
+from fapo.history import history_entry
 from fapo.interventions import for_run
 from fapo.noise import paired_val  # moves:
-from fapo.propose import RULES, Incumbent, attribution_context, changes_of, history_entry, propose
+from fapo.propose import changes_of, propose
 from fapo.review import LeakIndex, record_findings, review_candidate
 from fapo.run_setup import RunOptions
 from fapo.settings import Settings
