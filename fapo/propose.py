@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fapo import findings as findings_mod
-from fapo.agents.cli_runner import redact, secret_values
+from fapo.agents.agent_env import redact, secret_values
 from fapo.agents.base import Agent, Brief, Proposal, ProposalFailure
 from fapo.artifacts import (
     copy_transcripts,

@@ -1,24 +1,15 @@
-"""Run an agent CLI as a contained subprocess, and watch what it touched.
+"""Propose / attribute / review through a headless agent CLI, and judge what it did from disk.
 
-Agent CLIs are untrusted: they run model-chosen tools. So every run gets its own process group
-(killed whole on timeout, so tool subprocesses die too), a closed stdin (an open one makes Codex
-wait forever), a minimal environment (only what the agent needs: never the task model's keys),
-and a transcript with every known secret redacted. What the agent wrote is judged from disk,
-never from its exit code.
+Agent CLIs are untrusted: they run model-chosen tools. Each run is a contained subprocess
+(fapo/agents/process.py) with a minimal environment and redacted transcripts
+(fapo/agents/agent_env.py); what the agent wrote is judged from disk, never from its exit code,
+and its answers are validated here, never trusted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import re
-import shutil
-import signal
-import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -26,6 +17,9 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from fapo import sandbox
+from fapo.agents.agent_env import REDACTED as REDACTED  # re-exported (tests)
+from fapo.agents.agent_env import redact as redact  # re-exported (tests)
+from fapo.agents.agent_env import secret_values
 from fapo.agents.base import (
     AgentUsage,
     AttributionAnswer,
@@ -38,6 +32,7 @@ from fapo.agents.base import (
     Role,
     Verdict,
 )
+from fapo.agents.process import RunResult, find_binary, run_cli
 from fapo.agents.prompts import (
     AnswerError,
     ReviewAnswer,
@@ -50,71 +45,6 @@ from fapo.artifacts import snapshot
 from fapo.records import UsageSource
 from fapo.sandbox import detect_outside_writes  # noqa: F401  (re-exported)
 from fapo.settings import AgentSettings
-
-# Variables any agent process may see: locale, paths, CA bundles. Keys are added per agent.
-BASE_ENV: tuple[str, ...] = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TMPDIR",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "NODE_EXTRA_CA_CERTS",
-)
-
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.I)
-_SECRET_SHAPES = [
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
-    re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9_\-\.=]{6,}"),
-    re.compile(
-        r"(?i)\b([A-Z0-9_]*(?:api[_-]?key|token|secret|password))(\s*[=:]\s*)[^\s,'\"}]{4,}"
-    ),
-]
-REDACTED = "[REDACTED]"
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every known secret value and anything shaped like a key replaced."""
-    for s in sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True):
-        text = text.replace(s, REDACTED)
-    text = _SECRET_SHAPES[0].sub(REDACTED, text)
-    text = _SECRET_SHAPES[1].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    return _SECRET_SHAPES[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-
-
-def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Values of variables whose names say they hold a secret."""
-    return [v for k, v in env.items() if _SECRET_NAME.search(k) and v]
-
-
-def build_env(
-    source: Mapping[str, str],
-    *,
-    allow: Iterable[str] = (),
-    set_vars: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """Allow-list `source`: BASE_ENV plus `allow` (e.g. the agent's own key), then `set_vars`."""
-    names = [*BASE_ENV, *allow]
-    env = {k: source[k] for k in names if k in source}
-    env.update(set_vars or {})
-    return env
-
-
-def find_binary(name: str, project_root: Path, env: Mapping[str, str] | None = None) -> str | None:
-    """`<project_root>/node_modules/.bin/<name>` first (pinned install), then PATH."""
-    if os.sep in name:
-        return name if os.access(name, os.X_OK) else None
-    local = project_root / "node_modules" / ".bin" / name
-    if local.exists() and os.access(local, os.X_OK):
-        return str(local)
-    path = (env or os.environ).get("PATH", os.defpath)
-    return shutil.which(name, path=path)
 
 
 def merged_settings(
@@ -129,181 +59,6 @@ def merged_settings(
         items = layer.model_dump() if isinstance(layer, BaseModel) else dict(layer)
         data.update({k: v for k, v in items.items() if k in data and v is not None})
     return AgentSettings(**data)
-
-
-# -- running ---------------------------------------------------------------------------------
-
-
-@dataclass
-class RunResult:
-    """What happened to one process, with secrets already redacted."""
-
-    command: list[str]
-    exit_code: int | None
-    timed_out: bool
-    stopped: str | None  # why the watcher stopped it early (e.g. max turns), else None
-    duration_s: float
-    events: list[dict[str, Any]] = field(default_factory=list)
-    stderr: str = ""
-
-
-def _descendants(pid: int) -> list[int]:
-    """All live descendants of `pid` (by /proc), so children that left the group die too."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode(errors="replace")
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _kill_tree(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the process group, then SIGKILL the group and every descendant."""
-    victims = _descendants(proc.pid)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        if sig == signal.SIGTERM:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=grace_s)
-            victims += _descendants(proc.pid)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
-def run_cli(
-    argv: list[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    timeout_s: float,
-    transcript: Path | None = None,
-    secrets: Iterable[str] = (),
-    watch: Callable[[dict[str, Any]], str | None] | None = None,
-    grace_s: float = 1.0,
-    on_stderr: Callable[[str], bool] | None = None,
-) -> RunResult:
-    """Run `argv` with stdin closed and a hard wall-clock timeout over its whole process group.
-
-    stdout is read as JSON lines (non-JSON lines are kept as `{"type": "_raw"}` events) and
-    appended, redacted, to `transcript` as they arrive. `watch` sees each event and may return a
-    reason to stop the process early (e.g. too many turns). `on_stderr` sees each stderr line
-    and returns True when it consumed it (not kept: Codex's per-request usage lines would
-    otherwise crowd its denials out of the 200 KB kept).
-    """
-    secrets = [*secrets, *secret_values(env)]
-    command = [redact(a, secrets) for a in argv]
-    events: list[dict[str, Any]] = []
-    stderr_chunks: list[bytes] = []
-    stop_reason: list[str] = []
-    out = transcript.open("a", encoding="utf-8") if transcript else None
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    stop_event = threading.Event()
-
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = redact(raw.decode("utf-8", errors="replace").rstrip("\n"), secrets)
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-                if not isinstance(event, dict):
-                    event = {"type": "_raw", "value": event}
-            except json.JSONDecodeError:
-                event = {"type": "_raw", "text": line}
-            events.append(event)
-            if out:
-                out.write(json.dumps(event, ensure_ascii=False) + "\n")
-                out.flush()
-            if watch and not stop_reason:
-                reason = watch(event)
-                if reason:
-                    stop_reason.append(reason)
-                    stop_event.set()
-
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        kept = 0
-        for raw in proc.stderr:
-            if on_stderr is not None and on_stderr(raw.decode("utf-8", errors="replace")):
-                continue
-            if kept < 200_000:
-                stderr_chunks.append(raw)
-                kept += len(raw)
-
-    readers = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
-    for t in readers:
-        t.start()
-    timed_out = False
-    deadline = started + timeout_s
-    while proc.poll() is None:
-        if stop_event.is_set():
-            break
-        if time.monotonic() >= deadline:
-            timed_out = True
-            break
-        stop_event.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-    # Kill the whole group either way: tools the agent left running must not outlive it.
-    if proc.poll() is None:
-        _kill_tree(proc, grace_s)
-    else:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    for t in readers:
-        t.join(timeout=5)
-    duration = time.monotonic() - started
-    stderr = redact(b"".join(stderr_chunks).decode("utf-8", errors="replace"), secrets)
-    exit_code = None if (timed_out or stop_reason) else proc.returncode
-    if out:
-        out.write(
-            json.dumps(
-                {
-                    "type": "fapo.process",
-                    "command": command,
-                    "exit_code": proc.returncode,
-                    "timed_out": timed_out,
-                    "stopped": stop_reason[0] if stop_reason else None,
-                    "duration_s": round(duration, 3),
-                    "stderr_tail": stderr[-4000:],
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-        )
-        out.close()
-    return RunResult(
-        command=command,
-        exit_code=exit_code,
-        timed_out=timed_out,
-        stopped=stop_reason[0] if stop_reason else None,
-        duration_s=duration,
-        events=events,
-        stderr=stderr,
-    )
 
 
 # -- what changed on disk --------------------------------------------------------------------
