@@ -30,7 +30,7 @@ from fapo.llm import ModelCallError
 from fapo.records import Example, Record
 from fapo.runtime import REPEAT, SAMPLE
 from fapo.tracing import jsonable
-from fapo.worker import (
+from fapo.worker_protocol import (
     TO_WORKER,
     BuildFailed,
     CallReply,
