@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fapo.call_errors import CallErrorKind, ModelCallError
 from fapo.errors import BudgetExhausted, ProviderOutage
-from fapo.llm import CallErrorKind, ModelCallError
 from fapo.runtime import REPEAT, SAMPLE
 from fapo.tracing import jsonable
 from fapo.worker_protocol import CallFailure, CallReply, ModelCall

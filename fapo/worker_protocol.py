@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
-from fapo.llm import CallErrorKind
+from fapo.call_errors import CallErrorKind
 from fapo.records import Record
 
 #: Longest protocol line (an example's steps with every model answer; answers are capped at
