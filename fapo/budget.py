@@ -12,7 +12,7 @@ from typing import Any
 
 from fapo.errors import BudgetExhausted
 from fapo.events import EventLog
-from fapo.llm import Meter
+from fapo.meter import Meter
 from fapo.records import StopKind, StopRecord
 from fapo.spec import BudgetSpec
 

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from fapo.artifacts import write_json, write_text
 from fapo.cache import CallCache
+from fapo.call_errors import ModelCallError
 from fapo.data import count_rows
 from fapo.errors import BudgetExhausted, ProviderOutage
-from fapo.llm import Meter, ModelCallError, ModelFactory
+from fapo.llm import ModelFactory
+from fapo.meter import Meter
 from fapo.records import Example
 from fapo.runtime import REPEAT
 from fapo.stats import bootstrap_ci, mean, percentile

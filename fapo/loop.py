@@ -20,21 +20,25 @@ from typing import Any, TypeVar
 import fapo.rundir as rundir  # runs: run folders (ids, lock, status, resume options)
 from fapo import observers as obs
 from fapo import records as rec
+from fapo import run_eval
 from fapo import run_setup as setup
 from fapo import sequential as seq  # sequential: staged val, run-level alpha
 from fapo.agents.base import Agent
 from fapo.agents.cli_runner import bind_budget  # briefs: USD budget inside agent calls
 from fapo.artifacts import write_json
 from fapo.attribute import ladder, with_agent
+from fapo.attribution_context import attribution_context
+from fapo.brief import RULES, Incumbent
 from fapo.budget import stop_key
 from fapo.cache import CallCache
 from fapo.compare import AcceptanceRule, decide
 from fapo.errors import BudgetExhausted
 from fapo.escalate import EscalationPolicy, LadderPolicy, LevelState
-from fapo.evaluate import EvalSummary, evaluate
+from fapo.evaluate import EvalSummary
+from fapo.history import history_entry
 from fapo.interventions import for_run
 from fapo.noise import paired_val  # moves:
-from fapo.propose import RULES, Incumbent, attribution_context, changes_of, history_entry, propose
+from fapo.propose import changes_of, propose
 from fapo.review import LeakIndex, record_findings, review_candidate
 from fapo.run_setup import RunOptions
 from fapo.settings import Settings
@@ -113,44 +117,16 @@ class Run:
         """Functions the tenant's chain registers (for structural transforms)."""
         return setup.chain_functions(self.tenant)
 
+    # The evaluation helpers live in fapo/run_eval.py; these names are what the stages that take
+    # the run (noise, sequential, run_setup) call.
     def _evaluate(self, tenant: Tenant, split: str, watch: obs.Watch | None = None, **kw: Any) -> EvalSummary:  # fmt: skip
-        self.budget.check_clock()  # progress: the wall clock, before and inside every evaluation
-        kw["on_progress"] = watch.tick if watch else self.progress.check  # progress:
-        use_cache, conc = self.cache is not None, self.options.concurrency
-        # sealing: candidate chain code is evaluated in the sandboxed worker unless --no-sandbox
-        kw.setdefault("sandbox", self.options.agent_settings.get("sandbox") is not False)
-        return evaluate(tenant, split, cache=self.cache, use_cache=use_cache, concurrency=conc, meter=self.meter, **kw)  # fmt: skip
+        return run_eval.run_evaluate(self, tenant, split, watch, **kw)
 
     def _eval(self, vid: str, split: str, repeats: int | None = None) -> EvalSummary:
-        """Evaluate a variant on a split once per run (memoized by the event log)."""
-        tag = split if repeats is None else f"{split}-r{repeats}"  # moves: noisy comparisons
-        out = self.vdir(vid) / "eval" / tag
-
-        def run() -> rec.EvalRecord:
-            self._notify(obs.EvalStarted(variant=vid, split=split))
-            reps = repeats or self.tenant.spec.acceptance.repeats
-            watch = self.progress.evaluation(vid, tag)  # progress: examples done, calls, eta
-            s = self._evaluate(self.variants[vid], split, watch, out_dir=out, repeats=reps)
-            if self.cache is not None:  # runs: a cache write failure (disk full) stops here
-                self.cache.flush()
-            return rec.EvalRecord(mean=s.mean, n=s.n, calls=s.calls, errors=s.errors)
-
-        _, replayed = self.log.memo("eval", f"{vid}/{tag}", rec.EvalRecord, run, self._budget)
-        summary = EvalSummary.load(out / "summary.json")
-        if (vid, tag) not in self.summaries:
-            self._notify(obs.EvalFinished(variant=vid, split=split, mean=summary.mean, replayed=replayed))  # fmt: skip
-        self.summaries[(vid, tag)] = summary
-        return summary
+        return run_eval.eval_once(self, vid, split, repeats)
 
     def train_score(self, changes: dict[str, str | None], repeats: int = 1, ids: Sequence[str] | None = None) -> dict[str, float]:  # fmt: skip
-        """For the built-in agent: train score per example of incumbent+changes on `ids` (all of
-        train when None), metered; the incumbent at its recorded repeats costs no call (gating)."""
-        own = self.summaries[(self.st.incumbent, "train")]  # gating: same examples, same draws
-        if not changes and repeats == own.repeats:  # gating:
-            return {i: v for i, v in own.scores.items() if ids is None or i in ids}  # gating:
-        s = self._evaluate(self.variants[self.st.incumbent].variant(changes), "train", repeats=repeats, ids=ids)  # fmt: skip
-        self.progress.move_scored()  # progress: a scored move (the wall clock is asked too)
-        return s.scores
+        return run_eval.train_score(self, changes, repeats, ids)
 
     # -- stages ------------------------------------------------------------------------------
     def _attribute(self, vid: str) -> rec.Attribution:

@@ -23,7 +23,7 @@ from fapo.attribute import ladder
 from fapo.budget import Budget
 from fapo.errors import FapoError
 from fapo.events import EventLog
-from fapo.llm import Meter
+from fapo.meter import Meter
 from fapo.records import StopRecord
 from fapo.spec import BudgetSpec
 from fapo.tenant import Tenant, load_tenant

@@ -232,7 +232,7 @@ class StepRecorder(BaseCallbackHandler):
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        from fapo.llm import ModelCallError
+        from fapo.call_errors import ModelCallError
 
         fields: dict[str, Any] = {"error": _error_text(error)}
         if isinstance(error, ModelCallError):

@@ -1,11 +1,13 @@
-"""Evaluating candidate chain code (the `code` level) in a sandboxed worker: the protocol and the
-parent's side. The worker (`python -m fapo.worker_main`, in bubblewrap without network, keys or
-sealed files) gets example inputs, never labels, and returns each example's steps and prediction;
-its model calls come back here and run through fapo/llm.py (call cache, meter, budget, rate
-limits) exactly as in-process calls do. Scoring stays in the parent (fapo/evaluate.py).
+"""Evaluating candidate chain code (the `code` level) in a sandboxed worker: the parent's side.
 
-Protocol: one JSON object a line over the worker's stdin/stdout, every message a frozen pydantic
-model; anything malformed or out of turn from the worker ends it (fail closed).
+The worker (`python -m fapo.worker_main`, in bubblewrap without network, keys or sealed files)
+gets example inputs, never labels, and returns each example's steps and prediction; its model
+calls come back here and run through fapo/llm.py (call cache, meter, budget, rate limits) exactly
+as in-process calls do (fapo/worker_calls.py). Scoring stays in the parent (fapo/evaluate.py).
+
+Protocol (fapo/worker_protocol.py): one JSON object a line over the worker's stdin/stdout, every
+message a frozen pydantic model; anything malformed or out of turn from the worker ends it (fail
+closed).
 """
 
 from __future__ import annotations
@@ -19,18 +21,30 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from fapo import sandbox
 from fapo.candidate import copy_for_worker, python_paths
-from fapo.errors import BudgetExhausted, FapoError, ProviderOutage
-from fapo.llm import CallErrorKind, ModelCallError, ModelFactory
+from fapo.errors import FapoError
+from fapo.llm import ModelFactory
 from fapo.records import Example, Record
-from fapo.runtime import REPEAT, SAMPLE
 from fapo.tenant import Tenant
-from fapo.tracing import jsonable
+from fapo.worker_admission import Admission
+from fapo.worker_calls import answer
+from fapo.worker_protocol import (
+    FROM_WORKER,
+    MAX_LINE,
+    BuildFailed,
+    Done,
+    ModelCall,
+    Ready,
+    RunExample,
+    Setup,
+    encode,
+    failed_example,
+)
 
 #: Seconds one example may take in the worker, its proxied model calls included (a slow
 #: provider's retries back off for up to 30 s each). Past it the example is the chain's error.
@@ -38,139 +52,6 @@ EXAMPLE_TIMEOUT_S = 300.0
 #: Extra seconds the parent waits past the worker's own limit before it kills the worker (an
 #: endless loop in an `async` node blocks the worker's event loop, so its own timer never fires).
 GRACE_S = 10.0
-#: Longest protocol line (an example's steps with every model answer; answers are capped at
-#: 100k characters each by [model_calls] max_output_chars).
-MAX_LINE = 64 * 1024 * 1024
-
-
-# -- the protocol ------------------------------------------------------------------------------
-
-
-class Setup(Record):
-    """First message to the worker: how to build the chain and label its runs."""
-
-    kind: Literal["setup"] = "setup"
-    models: dict[str, str]  # role -> spec (after --model overrides)
-    prediction: str  # state key holding the prediction
-    tenant: str
-    variant: str
-    split: str
-    concurrency: int
-    example_timeout_s: float
-    build_timeout_s: float
-
-
-class RunExample(Record):
-    kind: Literal["run"] = "run"
-    job: int
-    example_id: str
-    repeat: int
-    inputs: dict[str, Any]  # inputs only: the label never leaves the parent
-
-
-class CallFailure(Record):
-    """A model call that failed after its attempts (fapo.llm.ModelCallError, field by field)."""
-
-    error_kind: CallErrorKind
-    text: str
-    attempts: int
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-
-
-class CallReply(Record):
-    """The parent's answer to a ModelCall: the message, or the failure, or `abort` (the whole
-    evaluation stopped: budget spent or provider outage)."""
-
-    kind: Literal["reply"] = "reply"
-    call: int
-    message: dict[str, Any] | None = None  # langchain message_to_dict of the answer
-    generation_info: dict[str, Any] | None = None
-    llm_output: dict[str, Any] | None = None
-    failure: CallFailure | None = None
-    abort: str | None = None
-
-
-class Ready(Record):
-    kind: Literal["ready"] = "ready"
-
-
-class BuildFailed(Record):
-    kind: Literal["build_failed"] = "build_failed"
-    error: str
-
-
-class ModelCall(Record):
-    """A chat-model call the chain made in the worker, for the parent to perform."""
-
-    kind: Literal["call"] = "call"
-    call: int
-    role: str
-    settings: dict[str, Any]  # ctx.llm(role, **settings)
-    messages: list[dict[str, Any]]  # langchain messages_to_dict
-    stop: list[str] | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # per-call (bind / invoke) arguments
-    repeat: int = 0
-    sample: int = 0
-
-
-class CallRec(Record):
-    """One model call as fapo.tracing.StepRecorder records it."""
-
-    node: str | None
-    model: str | None
-    settings: dict[str, Any]
-    sample: int
-    messages: list[dict[str, Any]]
-    output: Any
-    finish_reason: str | None
-    input_tokens: int
-    output_tokens: int
-    latency_s: float
-    cost_usd: float
-    cache_hit: bool
-    error: str | None
-    error_kind: CallErrorKind | None
-    attempts: int
-    capped: bool
-    output_in_update: str | None = None
-
-
-class StepRec(Record):
-    step: str
-    start_s: float | None
-    duration_s: float | None
-    update: Any
-    error: str | None
-    calls: list[CallRec]
-
-
-class ExampleError(Record):
-    step: str | None
-    type: str
-    message: str
-    kind: CallErrorKind | None
-    infrastructure: bool
-
-
-class Done(Record):
-    kind: Literal["done"] = "done"
-    job: int
-    steps: list[StepRec]
-    prediction: Any = None
-    error: ExampleError | None = None
-    timed_out: bool = False  # the worker's own time limit ended the example
-
-
-ToWorker = Annotated[Setup | RunExample | CallReply, Field(discriminator="kind")]
-FromWorker = Annotated[Ready | BuildFailed | ModelCall | Done, Field(discriminator="kind")]
-TO_WORKER: TypeAdapter[Any] = TypeAdapter(ToWorker)
-FROM_WORKER: TypeAdapter[Any] = TypeAdapter(FromWorker)
-
-
-def encode(msg: Record) -> bytes:
-    return msg.model_dump_json().encode() + b"\n"
 
 
 # -- when to use it ----------------------------------------------------------------------------
@@ -197,13 +78,6 @@ class WorkerBroken(Exception):
     """The worker died, hung or broke the protocol; the examples in flight did not finish."""
 
 
-def failed_example(job: int, type_: str, message: str, *, timed_out: bool = False) -> Done:
-    """The record of an example the worker did not finish: the chain's error, not infra."""
-    err = ExampleError(step=None, type=type_, message=message[:2000], kind=None,
-                       infrastructure=False)  # fmt: skip
-    return Done(job=job, steps=[], error=err, timed_out=timed_out)
-
-
 class SandboxedChain:
     """One variant's chain in a bubblewrap'd worker process; see the module docstring.
 
@@ -223,9 +97,7 @@ class SandboxedChain:
         self._ids = itertools.count(1)
         self._models: dict[str, Any] = {}
         self._start_lock = asyncio.Lock()
-        self._turn = asyncio.Condition()  # admission of examples (see `_admit`)
-        self._inflight = self._waiting_alone = 0
-        self._alone = False
+        self._turn = Admission()  # a retry after a hang or crash runs by itself
         self._write_lock = asyncio.Lock()
         self._stderr = b""
         self._killer: asyncio.Future[None] | None = None
@@ -383,44 +255,11 @@ class SandboxedChain:
         return self._models[key]
 
     async def _serve(self, msg: ModelCall, proc: asyncio.subprocess.Process) -> None:
-        """Perform one of the chain's model calls through fapo/llm.py (this task's own context
-        carries the example's repeat and sample, as the in-process call's would)."""
-        from langchain_core.messages import message_to_dict, messages_from_dict
-
-        REPEAT.set(msg.repeat)
-        SAMPLE.set(msg.sample)
-        reply: CallReply
-        try:
-            model = self._model(msg.role, msg.settings)
-            result = await model._agenerate(
-                messages_from_dict(msg.messages), stop=msg.stop, **msg.kwargs
-            )
-            gen = result.generations[0]
-            reply = CallReply(
-                call=msg.call,
-                message=message_to_dict(gen.message),
-                generation_info=jsonable(gen.generation_info),
-                llm_output=jsonable(result.llm_output),
-            )
-        except ModelCallError as exc:
-            failure = CallFailure(
-                error_kind=exc.kind,
-                text=str(exc),
-                attempts=exc.attempts,
-                input_tokens=exc.tokens[0],
-                output_tokens=exc.tokens[1],
-                cost_usd=exc.cost_usd,
-            )
-            reply = CallReply(call=msg.call, failure=failure)
-        except (BudgetExhausted, ProviderOutage) as exc:
-            self.failure = self.failure or exc
-            reply = CallReply(call=msg.call, abort=str(exc))
-            self._break(str(exc))
-        except Exception as exc:  # a setting the provider refuses, a message it cannot take
-            failure = CallFailure(
-                error_kind=CallErrorKind.CLIENT, text=f"{type(exc).__name__}: {exc}", attempts=0
-            )
-            reply = CallReply(call=msg.call, failure=failure)
+        """Perform one of the chain's model calls through fapo/llm.py and answer the worker."""
+        reply, stop = await answer(msg, lambda: self._model(msg.role, msg.settings))
+        if stop is not None:  # budget spent or provider outage: the whole evaluation stops
+            self.failure = self.failure or stop
+            self._break(str(stop))
         if proc is self._proc:  # never to a restarted worker: it did not ask
             with contextlib.suppress(WorkerBroken):
                 await self._send(reply)
@@ -432,26 +271,6 @@ class SandboxedChain:
                 raise self.failure
             if self._proc is None or self._proc.returncode is not None:
                 await self.start()
-
-    async def _admit(self, alone: bool) -> None:
-        """Shared admission, or (`alone`) wait until nothing else is in flight and hold
-        new examples back: a retry after a hang or crash runs by itself, so the blame for
-        the next one falls on exactly the example that caused it."""
-        async with self._turn:
-            if alone:
-                self._waiting_alone += 1
-                await self._turn.wait_for(lambda: self._inflight == 0 and not self._alone)
-                self._waiting_alone -= 1
-                self._alone = True
-            else:
-                await self._turn.wait_for(lambda: not self._alone and not self._waiting_alone)
-            self._inflight += 1
-
-    async def _release(self, alone: bool) -> None:
-        async with self._turn:
-            self._inflight -= 1
-            self._alone = self._alone and not alone
-            self._turn.notify_all()
 
     async def _once(self, ex: Example, repeat: int, alone: bool) -> Done:
         await self._ensure()
@@ -466,7 +285,7 @@ class SandboxedChain:
         except TimeoutError:
             # The worker's own timer did not fire: its event loop is blocked. Whose fault it
             # is shows only when the example runs by itself (`trace` retries it so).
-            sole = alone or self._inflight == 1
+            sole = alone or self._turn.inflight == 1
             await self._kill(f"example {ex.id} blocked the worker past {limit:g} s")
             if not sole:
                 raise WorkerBroken(f"the worker stopped answering for {limit:g} s") from None
@@ -486,7 +305,7 @@ class SandboxedChain:
         errors propagate, as they do in-process. An example whose worker hung, crashed or
         broke the protocol is run again by itself; what happens then is its own record."""
         for alone in (False, True):
-            await self._admit(alone)
+            await self._turn.admit(alone)
             try:
                 return await self._once(ex, repeat, alone)
             except WorkerBroken as exc:
@@ -495,7 +314,7 @@ class SandboxedChain:
                 if alone:
                     return failed_example(0, "WorkerBroken", f"{exc}")
             finally:
-                await self._release(alone)
+                await self._turn.release(alone)
         raise AssertionError("unreachable")
 
 

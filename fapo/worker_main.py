@@ -24,13 +24,13 @@ from langchain_core.messages import BaseMessage, messages_from_dict, messages_to
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, ValidationError
 
+from fapo.call_errors import ModelCallError
 from fapo.errors import FapoError
 from fapo.evaluate import _Labels, trace_example
-from fapo.llm import ModelCallError
 from fapo.records import Example, Record
 from fapo.runtime import REPEAT, SAMPLE
 from fapo.tracing import jsonable
-from fapo.worker import (
+from fapo.worker_protocol import (
     TO_WORKER,
     BuildFailed,
     CallReply,

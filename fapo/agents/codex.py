@@ -16,8 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fapo.agents.agent_env import build_env
 from fapo.agents.base import Role
-from fapo.agents.cli_runner import CLIAgent, Parsed, RunResult, build_env
+from fapo.agents.cli_invoke import Parsed
+from fapo.agents.cli_runner import CLIAgent
+from fapo.agents.process import RunResult
 from fapo.agents.prompts import system_rules
 from fapo.records import UsageSource
 
