@@ -257,3 +257,27 @@ def test_sampling_only_moves_are_left_out_of_the_race_and_listed(tmp_path: Path)
     trials = json.loads(prop.invocations[0].final_text)
     skipped = [t["move"] for t in trials if t["dropped"] == "sampling_only"]
     assert skipped and all(m.startswith("param:temperature=") for m in skipped)
+
+
+@pytest.mark.parametrize(("temperature", "cached"), [(0.0, {"e2"}), (1.0, set())])
+def test_the_race_starts_on_probed_failures_only_when_moves_are_scored_on_one_draw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, temperature: float, cached: set
+) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "a.md").write_text("Write it down now please.\n{q}\n")
+    seen: list[set] = []
+    real = builtin.racing.race_moves
+
+    def spy(*a, **kw):
+        seen.append(set(kw.get("cached", ())))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(builtin.racing, "race_moves", spy)
+    agent = builtin.BuiltinAgent(
+        train_score=lambda ch, repeats=1, ids=None: {
+            i: 0.9 if ch else 0.0 for i in ids or ("e1", "e2")
+        }  # fmt: skip
+    )
+    agent.probed = lambda: {"e2"}
+    assert agent.propose(_brief([], temperature), tmp_path).failure is None
+    assert seen == [cached]
