@@ -206,3 +206,52 @@ def test_the_wall_clock_stops_interventions_and_charges_the_run(tmp_path: Path) 
     report = attribute(tenant, results, interventions=again)
     assert report["clusters"] == reference["clusters"]
     assert again.meter.cache_hits >= runner.meter.calls
+
+
+def test_a_wall_clock_stop_inside_attribution_resumes_to_the_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    """demo-qa, built-in agent, a fake clock (one second per clock reading): the deadline falls
+    inside v000's attribution (after the baseline, before any attribution is recorded); the
+    resumed run reaches the uninterrupted run's result and pays no call twice."""
+    from fapo.loop import Run
+    from fapo.records import StopKind
+    from fapo.run_setup import RunOptions
+    from fapo.settings import load_settings
+
+    def run(root: Path, budget: dict, resume: bool = False) -> tuple[Run, object]:
+        if not (root / "tenants").exists():
+            (root / "tenants").mkdir(parents=True)
+            src = Path(__file__).resolve().parents[1] / "tenants" / "demo-qa"
+            shutil.copytree(src, root / "tenants" / "demo-qa", ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+            (root / "fapo.toml").write_text(
+                '[paths]\ntenants = "tenants"\nruns = "runs"\ncache = ".fapo/cache.sqlite"\n'
+            )
+        t = load_tenant("demo-qa", load_settings(root))
+        opts = RunOptions(agent="builtin", run_id="r", resume=resume, budget=budget, concurrency=1)  # fmt: skip
+        r = Run(t, opts, report=False)
+        ticks = [0.0]
+
+        def clock() -> float:
+            ticks[0] += 1
+            return ticks[0]
+
+        r.budget.use_clock(clock)
+        return r, r.execute()
+
+    def spent(root: Path) -> dict:
+        info = json.loads((root / "runs/demo-qa/r/run.json").read_text())
+        return {k: info[k] for k in ("best", "val", "test", "accepted")} | {"calls": info["spent"]["calls"]}  # fmt: skip
+
+    ref = tmp_path / "ref"
+    run(ref, {})
+    root = tmp_path / "stopped"
+    r, res = run(root, {"max_minutes": 3.0})
+    assert res.stop.kind is StopKind.BUDGET and "wall-clock" in res.stop_reason
+    kinds = [json.loads(x)["kind"] for x in (root / "runs/demo-qa/r/events.jsonl").read_text().splitlines()]  # fmt: skip
+    assert (
+        "attribution" not in kinds and kinds.count("eval") >= 3
+    )  # baseline + test, no attribution
+    assert r.meter.calls > 80 + 40  # baseline and test, plus the interrupted interventions' calls
+    run(root, {"max_minutes": 100_000}, resume=True)
+    assert spent(root) == spent(ref)  # same result, and no call paid twice
