@@ -13,6 +13,10 @@ from the call cache), then forks from the checkpoint right before a step:
 
 Every call goes through the run's call cache and a meter of its own with a per-run cap, so a repeat
 of the same attribution issues no new call and intervention spend is reported separately.
+
+The run's wall clock is asked before every intervention (`clock`), so a `--budget-minutes` stop
+lands inside an attribution too; the attribution is then not recorded, and a resume replays the
+calls it had paid for from the cache.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import yaml
+from langchain_core.callbacks import BaseCallbackHandler
 from pydantic import BaseModel, ConfigDict
 
 from fapo.cache import CallCache
@@ -39,6 +45,11 @@ from fapo.tenant import Tenant, _import_file
 PASS = 0.999
 #: Sample indexes for resampling start here, far from the indexes votes and retries use (0..14).
 DRAW_BASE = 100
+
+
+class ClockStop(BudgetExhausted):
+    """The run's wall-clock budget ran out inside an attribution: unlike the intervention cap
+    (which ends interventions and lets the ladder keep the rest), it stops the run."""
 
 
 class Kind(StrEnum):
@@ -133,6 +144,10 @@ class InterventionRunner:
     sample: int | None = None
     draws: int | None = None
     concurrency: int = 4
+    #: Asked before every intervention; raises BudgetExhausted when the run's wall clock is spent.
+    clock: Callable[[], None] | None = None
+    #: The run's meter: a clock stop charges it with what the interrupted attribution spent.
+    parent: Meter | None = None
     meter: Meter = field(init=False)
     stopped: str = ""  # why interventions stopped early (cap), if they did
 
@@ -149,6 +164,8 @@ class InterventionRunner:
             self.checks.setdefault(chk.step, []).append(chk)
         self._apps: dict[str, Any] = {}
         self._saver: Any = None
+        self._llms: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # app key -> ctx.llm calls
+        self._read_at_run: set[str] = set()  # parameters the chain reads while it runs
 
     # -- graphs --------------------------------------------------------------------------------
     def _app(self, key: str, tenant: Tenant, models: dict[str, str] | None = None) -> Any:
@@ -162,9 +179,41 @@ class InterventionRunner:
             factory = ModelFactory(
                 models or dict(tenant.spec.models), tenant.settings, self.cache, self.meter
             )
-            graph, _ = tenant.build(factory)
+            llms: list[tuple[str, dict[str, Any]]] = []
+
+            def recorded(role: str = "task", **settings: Any) -> Any:
+                llms.append((role, dict(settings)))
+                return factory(role, **settings)
+
+            graph, ctx = tenant.build(recorded)
+            self._llms[key] = llms
+            ctx.params = _Reads(ctx.params, self._read_at_run)  # reads from here on are at run time
             self._apps[key] = graph.compile(checkpointer=self._saver)
         return self._apps[key]
+
+    def _token_limit(self, key: str, name: str) -> int | None:
+        """When the parameter move built as `key` only moves the `max_tokens` of models the chain
+        asks for at build time (nothing else in their settings, the chain never reads the
+        parameter while it runs): the lowest limit it sets on a model it changes; else None.
+        A token limit only cuts an output, so such a move cannot change a run whose every call
+        stopped on its own below that limit: the trial would replay the run unchanged. Measured
+        on demo-qa: these were 2 to 3 of the 6 parameter trials of a probe (96 of its 264
+        intervention calls), every one a no-op."""
+        base, moved = self._llms.get("base", []), self._llms.get(key, [])
+        if name in self._read_at_run or len(base) != len(moved) or base == moved:
+            return None
+        limits: list[int] = []
+        for (r0, s0), (r1, s1) in zip(base, moved, strict=True):
+            rest0 = {k: v for k, v in s0.items() if k != "max_tokens"}
+            rest1 = {k: v for k, v in s1.items() if k != "max_tokens"}
+            if r0 != r1 or rest0 != rest1:
+                return None
+            old, new = s0.get("max_tokens"), s1.get("max_tokens")
+            if old != new:
+                if not isinstance(new, int) or isinstance(new, bool):
+                    return None
+                limits.append(new)
+        return min(limits) if limits else None
 
     def _checks_pass(self, ex: Example, step: str, state: dict[str, Any] | None) -> bool:
         """Do the step's checks (checks.py) pass on `state`? True when it has none."""
@@ -180,6 +229,14 @@ class InterventionRunner:
 
     def _score(self, ex: Example, values: dict[str, Any]) -> float:
         return self.tenant.scorer(ex, values.get(self.tenant.spec.prediction)).value
+
+    def _tick(self) -> None:
+        """The wall clock, before each intervention (one graph run)."""
+        if self.clock is not None:
+            try:
+                self.clock()
+            except BudgetExhausted as exc:
+                raise ClockStop(exc.reason) from exc
 
     @staticmethod
     def _repaired(score: float, base: float) -> bool:
@@ -201,9 +258,11 @@ class InterventionRunner:
         RECORDER.set(None)
         REPEAT.set(0)
         SAMPLE.set(0)
+        self._tick()
         app = self._app("base", self.tenant)
         thread = {"configurable": {"thread_id": f"{ex.id}:{uuid.uuid4().hex}"}}
-        base_updates = await self._run(app, dict(ex.inputs), thread)
+        finishes = _Finishes()
+        base_updates = await self._run(app, dict(ex.inputs), {**thread, "callbacks": [finishes]})
         base_after = _states_after(dict(ex.inputs), base_updates)
         failing = {st for st, state in base_after.items() if not self._checks_pass(ex, st, state)}
         final = (await app.aget_state(thread)).values
@@ -227,6 +286,7 @@ class InterventionRunner:
 
         async def resume(cfg: dict[str, Any]) -> float:
             """Run on from `cfg` (a checkpoint of this example's thread); the final score."""
+            self._tick()
             await self._run(app, None, cfg)
             return self._score(ex, (await app.aget_state(thread)).values)
 
@@ -296,7 +356,22 @@ class InterventionRunner:
                     )
                 )
         for name, value in self.moves:
-            vapp = self._app(f"param:{name}={value}", _with_param(self.tenant, name, value))
+            self._tick()
+            key = f"param:{name}={value}"
+            vapp = self._app(key, _with_param(self.tenant, name, value))
+            limit = self._token_limit(key, name)
+            if limit is not None and finishes.all_stopped and finishes.longest < limit:
+                # the trial would replay this run unchanged: record what it would find
+                trials.append(
+                    Trial(
+                        kind=Kind.PARAMETER,
+                        step=order[-1] if order else "?",
+                        detail=f"{name}={value}",
+                        repaired=False,
+                        score=base,
+                    )
+                )
+                continue
             vthread = {"configurable": {"thread_id": f"{ex.id}:{uuid.uuid4().hex}"}}
             try:
                 ups = await self._run(vapp, dict(ex.inputs), vthread)
@@ -344,13 +419,26 @@ class InterventionRunner:
                 ex = queue.pop(0)
                 try:
                     out[ex.id] = await self.probe(ex, llm_steps)
+                except ClockStop:
+                    raise
                 except BudgetExhausted as exc:
                     self.stopped = f"intervention cap reached ({exc})"
                     return
 
-        await asyncio.gather(*(asyncio.create_task(worker()) for _ in range(self.concurrency)))
-        if self.cache is not None:
-            self.cache.flush()
+        tasks = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*tasks)
+        except ClockStop:
+            for t in tasks:  # the other probes stop too, before their spend is charged
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.stopped = "wall-clock budget spent"
+            if self.parent is not None:  # the attribution is not recorded: charge the run here
+                self.parent.absorb(self.meter)
+            raise
+        finally:
+            if self.cache is not None:  # a resume replays what this attribution already paid
+                self.cache.flush()
         return out
 
     def probe_many(
@@ -424,6 +512,42 @@ def _verdict(
     return Verdict(example_id=ex_id, step=None, trials=trials, base_score=base)
 
 
+class _Reads(dict[str, Any]):
+    """The chain's parameters, noting every name read (`ctx.params` once the graph is built)."""
+
+    def __init__(self, values: Any, log: set[str]) -> None:
+        super().__init__(values)
+        self._log = log
+
+    def __getitem__(self, key: str) -> Any:
+        self._log.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._log.add(key)
+        return super().get(key, default)
+
+
+class _Finishes(BaseCallbackHandler):
+    """Did every model call of one graph run stop on its own (not at its token limit, no
+    error), and how long was the longest output (tokens)?"""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.all_stopped = True
+        self.longest = 0
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        fapo = (response.llm_output or {}).get("fapo") or {}
+        if fapo.get("finish_reason") in (None, "length") or fapo.get("capped"):
+            self.all_stopped = False
+        self.longest = max(self.longest, int(fapo.get("output_tokens") or 0))
+
+    def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        self.all_stopped = False
+
+
 def _states_after(inputs: dict[str, Any], updates: list[tuple[str, Any]]) -> dict[str, Any]:
     """The state right after each step first ran (updates applied in order, last value wins)."""
     state, out = dict(inputs), dict[str, Any]()
@@ -460,4 +584,13 @@ def for_run(run: Any, vid: str) -> InterventionRunner | None:
         cache=run.cache,
         max_calls=left,
         concurrency=run.options.concurrency or tenant.settings.defaults.concurrency,
+        clock=run.budget.check_clock,
+        parent=run.meter,
     )
+
+
+def probed_ids(log: Any, vid: str) -> list[str]:
+    """Train examples the recorded attribution of variant `vid` probed (none without one)."""
+    event = log.find("attribution", vid)
+    data = (event or {}).get("data") or {}
+    return sorted(((data.get("interventions") or {}).get("verdicts") or {}).keys())

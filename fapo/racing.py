@@ -111,7 +111,8 @@ class RaceResult:
 @runtime_checkable
 class Race(Protocol):
     """Swappable racing scheme: arms in priority order, the scorer, the incumbent's per-example
-    train scores (all of train), arms to keep through every cut while they gain (may be empty)."""
+    train scores (all of train), arms to keep through every cut while they gain (may be empty),
+    train ids whose scorings are likely cache hits (raced first where the order is free)."""
 
     def __call__(
         self,
@@ -121,6 +122,7 @@ class Race(Protocol):
         *,
         favoured: Collection[str] = (),
         on_scored: OnScored | None = None,
+        cached: Collection[str] = (),
     ) -> RaceResult: ...
 
 
@@ -178,15 +180,20 @@ def rungs(screen: int, total: int) -> list[int]:
     return out
 
 
-def race_order(incumbent: Mapping[str, float], seed: int, screen: int) -> tuple[list[str], int]:
+def race_order(
+    incumbent: Mapping[str, float], seed: int, screen: int, cached: Collection[str] = ()
+) -> tuple[list[str], int]:
     """Train ids in race order and the screen's size: `screen` of the incumbent's failures
     first, then the other failures and the passes interleaved in proportion, each group
-    seeded-shuffled from sorted ids (so a resumed run races in the same order)."""
+    seeded-shuffled from sorted ids (so a resumed run races in the same order). Failures in
+    `cached` (attribution probed them: its parameter moves on them replay from the call cache)
+    come first among the failures; which ones were probed does not depend on any arm's scores."""
     rng = random.Random(seed)
     fail = sorted(i for i, v in incumbent.items() if v < 1.0)
     ok = sorted(i for i, v in incumbent.items() if v >= 1.0)
     rng.shuffle(fail)
     rng.shuffle(ok)
+    fail.sort(key=lambda i: i not in cached)  # stable: the seeded order within each group
     head, rest = fail[: min(screen, len(fail))], fail[screen:]
     keyed = [((k + 0.5) / len(rest), 0, i) for k, i in enumerate(rest)]
     keyed += [((k + 0.5) / len(ok), 1, i) for k, i in enumerate(ok)]
@@ -225,8 +232,9 @@ class SuccessiveHalving:
         *,
         favoured: Collection[str] = (),
         on_scored: OnScored | None = None,
+        cached: Collection[str] = (),
     ) -> RaceResult:
-        order, screen = race_order(incumbent, self.seed, self.min_evidence)
+        order, screen = race_order(incumbent, self.seed, self.min_evidence, cached)
         n_fail = sum(1 for v in incumbent.values() if v < 1.0)
         share_f = n_fail / len(order) if order else 0.0
         tally = _Tally(arms, incumbent)
@@ -301,6 +309,7 @@ class Exhaustive:
         *,
         favoured: Collection[str] = (),
         on_scored: OnScored | None = None,
+        cached: Collection[str] = (),
     ) -> RaceResult:
         ids = sorted(incumbent)
         tally = _Tally(arms, incumbent)
@@ -332,6 +341,7 @@ def race_moves(
     favoured: Collection[str] = (),
     on_scored: OnScored | None = None,
     race: Race | None = None,
+    cached: Collection[str] = (),
 ) -> tuple[RaceResult, list[tuple[float, str, Changes]]]:
     """Race the moves (id, file changes) with `repeats` per example; the result and the finalists
     as (train mean on all of train, id, changes), best first. The incumbent is scored once on all
@@ -344,7 +354,7 @@ def race_moves(
         return train_score(dict(by_id[arm]), repeats=repeats, ids=list(ids))
 
     result = (race or default_race())(
-        list(by_id), score, incumbent, favoured=favoured, on_scored=on_scored
+        list(by_id), score, incumbent, favoured=favoured, on_scored=on_scored, cached=cached
     )
     return result, [(s.mean, s.arm, by_id[s.arm]) for s in result.finalists]
 

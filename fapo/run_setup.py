@@ -57,9 +57,11 @@ def make_agent(kind: str, run: Run) -> Agent:
     """The agent named on the command line / in settings, wired to this run."""
     if kind == "builtin":
         from fapo.agents.builtin import BuiltinAgent
+        from fapo.interventions import probed_ids  # thrift:
 
         agent = BuiltinAgent(train_score=run.train_score, functions=run.functions)
         agent.on_scored = run.progress.on_scored  # progress: "moves scored k/N" during a proposal
+        agent.probed = lambda: probed_ids(run.log, run.st.incumbent)  # thrift: race where cached
         return agent
     if kind.startswith("scripted:"):
         from fapo.agents.scripted import ScriptedAgent

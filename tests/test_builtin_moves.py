@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from attrib_tenants import make_tenant
 
 import fapo.interventions
@@ -194,3 +195,89 @@ def test_a_sampling_step_gets_a_majority_vote_move(tmp_path: Path) -> None:
     moves = dict(builtin.BuiltinAgent()._structure_moves(tmp_path, brief))
     vote = moves["structure:majority_vote@a.answer"]["structure.yaml"]
     assert "majority_vote" in vote and f"samples: {builtin.VOTE_SAMPLES}" in vote
+
+
+def _param_ws(tmp_path: Path) -> Path:
+    (tmp_path / "params.yaml").write_text("temperature: 0.0\nk: 2\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("temperature", "new", "luck"),
+    [
+        (0.0, "temperature: 0.7\nk: 2\n", True),  # more randomness where nothing samples
+        (0.0, "temperature: 0.0\nk: 3\n", False),  # another parameter
+        (1.0, "temperature: 0.7\nk: 2\n", False),  # a step samples: draws are compared
+        (None, "temperature: 0.7\nk: 2\n", False),  # the provider's default temperature samples
+    ],
+)
+def test_a_temperature_raise_where_nothing_samples_is_not_raced(
+    tmp_path: Path, temperature: float | None, new: str, luck: bool
+) -> None:
+    ws = _param_ws(tmp_path)
+    assert builtin._luck_only({"params.yaml": new}, ws, _brief([], temperature)) is luck
+
+
+@pytest.mark.parametrize(("temperature", "luck"), [(0.0, True), (0.8, False)])
+def test_a_vote_at_a_step_that_does_not_sample_is_not_raced(
+    tmp_path: Path, temperature: float, luck: bool
+) -> None:
+    vote = {"kind": "majority_vote", "node": "a", "key": "x", "samples": 7}
+    changes = {"structure.yaml": yaml.safe_dump({"transforms": [vote]})}
+    assert builtin._luck_only(changes, tmp_path, _brief([], temperature)) is luck
+    other = {"kind": "majority_vote", "node": "b", "key": "x", "samples": 7}  # b is not traced
+    assert not builtin._luck_only(
+        {"structure.yaml": yaml.safe_dump({"transforms": [other]})}, tmp_path, _brief([], 0.0)
+    )
+
+
+def test_sampling_only_moves_are_left_out_of_the_race_and_listed(tmp_path: Path) -> None:
+    ws = _param_ws(tmp_path)
+    raced: list[str] = []
+
+    def score(changes, repeats=1, ids=None):
+        text = changes.get("params.yaml")
+        if text:
+            raced.append(text)
+        gain = 0.9 if text and "k: 3" in text else 0.5
+        return {i: gain for i in ids or ("e1", "e2")}
+
+    brief = _brief([], 0.0).model_copy(
+        update={
+            "level": "parameter",
+            "param_bounds": {
+                "temperature": {"type": "float", "min": 0.0, "max": 1.0},
+                "k": {"type": "int", "min": 1, "max": 3},
+            },
+        }
+    )
+    prop = builtin.BuiltinAgent(train_score=score).propose(brief, ws)
+    assert prop.failure is None and prop.rationale.startswith("[param:k=3]")
+    assert raced and not any("temperature: 0.0" not in t for t in raced)
+    trials = json.loads(prop.invocations[0].final_text)
+    skipped = [t["move"] for t in trials if t["dropped"] == "sampling_only"]
+    assert skipped and all(m.startswith("param:temperature=") for m in skipped)
+
+
+@pytest.mark.parametrize(("temperature", "cached"), [(0.0, {"e2"}), (1.0, set())])
+def test_the_race_starts_on_probed_failures_only_when_moves_are_scored_on_one_draw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, temperature: float, cached: set
+) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "a.md").write_text("Write it down now please.\n{q}\n")
+    seen: list[set] = []
+    real = builtin.racing.race_moves
+
+    def spy(*a, **kw):
+        seen.append(set(kw.get("cached", ())))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(builtin.racing, "race_moves", spy)
+    agent = builtin.BuiltinAgent(
+        train_score=lambda ch, repeats=1, ids=None: {
+            i: 0.9 if ch else 0.0 for i in ids or ("e1", "e2")
+        }  # fmt: skip
+    )
+    agent.probed = lambda: {"e2"}
+    assert agent.propose(_brief([], temperature), tmp_path).failure is None
+    assert seen == [cached]

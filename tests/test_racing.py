@@ -157,3 +157,17 @@ def test_an_incumbent_without_failures_needs_no_scoring() -> None:
     scorer = Table(table)
     res = SuccessiveHalving()(["m"], scorer, inc)
     assert res.finalists == [] and res.evaluations == 0 and scorer.asked == []
+
+
+def test_failures_attribution_probed_are_screened_first() -> None:
+    inc, table = _table(3)
+    fails = sorted(i for i, v in inc.items() if v < 1)
+    probed = set(fails[-8:])  # the last ids: a seeded shuffle alone rarely puts all 8 first
+    order, screen = racing.race_order(inc, seed=3, screen=8, cached=probed)
+    assert screen == 8 and set(order[:8]) == probed
+    assert sorted(order) == sorted(inc)  # every example still races, once
+    plain, _ = racing.race_order(inc, seed=3, screen=8)
+    assert set(plain[:8]) != probed
+    scorer = Table(table)
+    SuccessiveHalving(seed=3)(list(table), scorer, inc, cached=probed)
+    assert all(set(ids) == probed for _, ids in scorer.asked[: len(table)])

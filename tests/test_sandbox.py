@@ -647,7 +647,7 @@ def test_candidate_code_never_builds_or_runs_interventions_in_process(project):
     assert {c.name: c.passed for c in checks}["builds"] and len(built) == 1
     run = SimpleNamespace(variants={"v000": tenant, "v001": incumbent}, log=SimpleNamespace(
         events=[]), meter=SimpleNamespace(max_calls=None, calls=0), cache=None,
-        options=SimpleNamespace(concurrency=2))  # fmt: skip
+        options=SimpleNamespace(concurrency=2), budget=SimpleNamespace(check_clock=lambda: None))  # fmt: skip
     assert for_run(run, "v000") is not None  # the tenant's own chain: interventions run
     assert for_run(run, "v001") is None
 

@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +137,60 @@ def _set_param(text: str, current: dict[str, Any], name: str, value: Any) -> str
     return yaml.safe_dump({**current, name: value}, sort_keys=False)
 
 
+def _step_temperatures(brief: Brief) -> dict[str, float | None]:
+    """Highest temperature each traced step's calls ran at (None: the provider's default)."""
+    out: dict[str, float | None] = {}
+    for t in brief.traces:
+        for s in t["steps"]:
+            for c in s["calls"]:
+                temp, prev = c.get("temperature"), out.get(s["step"], 0.0)
+                out[s["step"]] = None if temp is None or prev is None else max(prev, float(temp))
+    return out
+
+
+def _luck_only(changes: dict[str, str | None], ws: Path, brief: Brief) -> bool:
+    """Does the move only add sampling where no traced call samples? Then it cannot gain on train
+    except by a lucky draw: a raised temperature-like parameter when every traced call ran at
+    temperature 0 (the race scores one draw), or a majority vote at a step whose calls all ran at
+    temperature 0 (its samples are one answer repeated; 7 samples cost 7 calls an example).
+    Measured on the demos (bench/loop_cost.py): 88 calls of each run's proposals went to these
+    moves, and none gained (attribution's interventions skip raising randomness for the same
+    reason)."""
+    temps = _step_temperatures(brief)
+    if set(changes) == {"params.yaml"} and changes["params.yaml"] is not None:
+        if any(t is None or t > 0 for t in temps.values()):
+            return False
+        old = yaml.safe_load((ws / "params.yaml").read_text(encoding="utf-8")) or {}
+        new = yaml.safe_load(changes["params.yaml"]) or {}
+        moved = [k for k in new if new.get(k) != old.get(k)]
+        return (
+            len(moved) == 1
+            and "temperature" in moved[0].lower()
+            and isinstance(new[moved[0]], int | float)
+            and new[moved[0]] > (old.get(moved[0]) or 0)
+        )
+    text = changes.get("structure.yaml")
+    if set(changes) != {"structure.yaml"} or text is None:
+        return False
+    path = ws / "structure.yaml"
+    before = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
+    added = [t for t in (yaml.safe_load(text) or {}).get("transforms") or [] if t not in (before.get("transforms") or [])]  # fmt: skip
+    return (
+        len(added) == 1
+        and added[0].get("kind") == "majority_vote"
+        and temps.get(added[0].get("node"), 1.0) == 0
+    )
+
+
 class BuiltinAgent:
     """Deterministic proposer. `train_score(changes)` -> mean train score of incumbent+changes."""
 
     name = "builtin"
     #: Progress inside a proposal: (moves whose race is over, moves raced); set by the engine.
     on_scored: racing.OnScored | None = None
+    #: Train ids attribution probed on the incumbent (set by the engine): the race screens there
+    #: first, where the interventions' parameter moves replay from the call cache.
+    probed: Callable[[], Collection[str]] | None = None
 
     def __init__(
         self,
@@ -417,12 +465,26 @@ class BuiltinAgent:
         base = brief.scores.get("train", 0.0)
         scored = []
         repeats = NOISY_REPEATS if self._noisy(brief) else 1
+        # thrift: moves that only add sampling where nothing samples are not raced (see _luck_only)
+        luck = [mid for mid, ch in moves if _luck_only(ch, workspace, brief)]
+        if len(luck) < len(moves):  # (when every move is one, they race as before)
+            moves = [(mid, ch) for mid, ch in moves if mid not in luck]
+        else:
+            luck = []
         if self.train_score is not None:
             # gating: moves race on train minibatches (fapo/racing.py); finalists, on all of train,
             # come back best first, compared with the incumbent on the same examples and draws.
             favoured = {m for m, _ in moves if self._at_cause(m, workspace, brief)}
             race, scored = racing.race_moves(
-                moves, self.train_score, repeats, favoured=favoured, on_scored=self.on_scored
+                moves,
+                self.train_score,
+                repeats,
+                favoured=favoured,
+                on_scored=self.on_scored,
+                # one draw per move: interventions ran repeat 0 only, so with repeats the cached
+                # order saves a third at most, and on the noisy planted kb-match it moved which
+                # failures the screen saw enough to miss the only fix (query-noise, measured)
+                cached=self.probed() if self.probed and repeats == 1 else (),
             )
             base = race.base
             if not scored:
@@ -451,6 +513,8 @@ class BuiltinAgent:
             note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves raced on train"
             note += f", {repeats} repeats each" if repeats > 1 else ""
             note += f"; {race.evaluations} of {race.exhaustive} example scorings)"
+            if luck:  # thrift:
+                note += f"; {len(luck)} sampling-only moves on steps that do not sample not raced"
         else:
             mid, changes = moves[0]
             note = "first untried move (no train scoring available)"
@@ -463,6 +527,7 @@ class BuiltinAgent:
                 target.write_text(text, encoding="utf-8")
         # gating: every raced move where it stopped (examples scored, mean, gain, why dropped)
         trials = race.trials() if self.train_score is not None else []
+        trials += [{"move": m, "examples": 0, "dropped": "sampling_only"} for m in luck]  # thrift:
         inv = inv.model_copy(update={"final_text": json.dumps(trials), "usage": AgentUsage()})
         return Proposal(rationale=f"[{mid}] {note}", invocations=[inv])
 
