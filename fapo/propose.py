@@ -48,6 +48,7 @@ from fapo.catalogue import (
 )
 from fapo.context import placeholders
 from fapo.errors import FapoError
+from fapo.joint import joint_pairs, read_records  # joint: key -> prompts of its step
 from fapo.records import (
     Cluster,
     DecisionRecord,
@@ -135,6 +136,9 @@ def build_brief(
         allowed_files=allowed_files(inc.tenant, level),
         param_bounds={k: v.model_dump() for k, v in spec.params.items()} if parameter else {},
         param_values=dict(inc.tenant.params) if parameter else {},
+        joint=joint_pairs(inc.tenant, read_records(inc.train_results))
+        if parameter
+        else {},  # joint:
         history=list(history),
         rules=[*RULES, SYNTHETIC_RULE],
         steps=list(outline.steps) if outline else [],
