@@ -91,8 +91,9 @@ TECHNIQUES = [
     "when that is not enough.",
     "Emphasis and order: put the instruction the failures ignore first or last, stated once, "
     "plainly.",
-    "At the parameter level change one value, in the direction the traces suggest; at the "
-    "structure level add one transform from the catalogue.",
+    "At the parameter level change one value, in the direction the traces suggest (with one "
+    "prompt of its step only as a joint change the brief lists); at the structure level add "
+    "one transform from the catalogue.",
     "Plateau: when earlier attempts at this level gained nothing (see their val effect), do not "
     "resubmit a variant of the same idea; change the technique or the step you work on.",
 ]
