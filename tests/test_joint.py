@@ -192,3 +192,81 @@ def test_the_builtin_loop_fixes_two_defects_that_repair_only_together(tmp_path: 
     vdir = res.run_dir / "variants" / res.accepted[0]
     for split in ("val", "test"):
         assert json.loads((vdir / "eval" / split / "summary.json").read_text())["mean"] == 1.0
+
+
+PROMPT = "Write it down now please.\n{q}\n"
+
+
+def _param_brief() -> Any:
+    from fapo.agents.base import Brief
+    from fapo.records import Cluster
+
+    trace = {
+        "id": "e1", "inputs": {"q": "x"}, "label": "y", "prediction": "z", "score": 0.0,
+        "steps": [{"step": "a", "update": "{}", "calls": [
+            {"prompt": "Write it down now please.", "output": "", "temperature": 0.0}]}],
+    }  # fmt: skip
+    return Brief(
+        tenant="t",
+        level="parameter",
+        objective="",
+        scores={"train": 0.5},
+        cluster=Cluster(
+            step="a", cause="unexplained", level="parameter", confidence=0.5, example_ids=["e1"]
+        ),
+        traces=[trace],
+        allowed_files=["params.yaml", "prompts/a.md"],
+        param_bounds={"n": {"type": "int", "min": 1, "max": 8}},
+        param_values={"n": 1},
+        joint={"n": ["prompts/a.md"]},
+    )
+
+
+def _workspace(ws: Path) -> None:
+    (ws / "prompts").mkdir()
+    (ws / "prompts" / "a.md").write_text(PROMPT)
+    (ws / "params.yaml").write_text("n: 1\n")
+
+
+def test_joint_moves_race_only_when_no_single_move_gained(tmp_path: Path) -> None:
+    from fapo.agents import builtin
+
+    _workspace(tmp_path)
+    raced: list[dict] = []
+
+    def score(changes, repeats=1, ids=None):  # n alone gains: the joint pool is never built
+        raced.append(dict(changes))
+        n = yaml.safe_load(changes.get("params.yaml", "n: 1")).get("n")
+        return {i: 0.9 if n >= 4 else 0.5 for i in ids or ("e1", "e2", "e3")}
+
+    prop = builtin.BuiltinAgent(train_score=score).propose(_param_brief(), tmp_path)
+    assert prop.rationale.startswith("[param:n="), prop.rationale
+    assert not [c for c in raced if len(c) > 1]
+
+
+def test_joint_moves_pair_a_value_with_a_prompt_move_and_skip_values_that_lost(
+    tmp_path: Path,
+) -> None:
+    from fapo.agents import builtin
+
+    _workspace(tmp_path)
+    raced: list[dict] = []
+
+    def score(changes, repeats=1, ids=None):  # only a larger n with a changed prompt repairs
+        raced.append(dict(changes))
+        n = yaml.safe_load(changes.get("params.yaml", "n: 1")).get("n")
+        prompt = changes.get("prompts/a.md", PROMPT)
+        # n = 2 loses alone (so it is never paired)
+        value = 0.1 if n == 2 else 0.9 if n >= 4 and prompt != PROMPT else 0.5
+        return {i: value for i in ids or ("e1", "e2", "e3")}
+
+    prop = builtin.BuiltinAgent(train_score=score).propose(_param_brief(), tmp_path)
+    assert prop.failure is None, prop.failure
+    assert prop.rationale.startswith("[joint:param:n="), prop.rationale
+    joint = [c for c in raced if len(c) == 2]
+    values = {yaml.safe_load(c["params.yaml"])["n"] for c in joint}
+    assert 2 not in values and len(values) <= builtin.JOINT_VALUES
+    assert len({json.dumps(c, sort_keys=True) for c in joint}) <= builtin.MAX_JOINT
+    # the workspace holds the winning pair
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["n"] >= 4
+    assert (tmp_path / "prompts" / "a.md").read_text() != PROMPT
