@@ -13,7 +13,8 @@ and exactly one existing prompt file, where both belong to the same step:
 - the prompt is *rendered* by S: its longest literal stretch is in S's recorded calls and in no
   call of a step the key does not feed (`fapo.catalogue.prompt_steps`).
 
-Anything else is refused (fail-closed): no records, a key that feeds no model call (a retrieval
+Anything else is refused (fail-closed): a parent that runs candidate chain code (it is built
+only in the sandboxed worker, so nothing here builds it), no records, a key that feeds no model call (a retrieval
 depth), two keys, two prompts, a new prompt, a prompt of another step. `joint_pairs` is what the
 brief offers; `joint_problem` is review's check of one candidate, on the same binding.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from fapo.candidate import is_candidate_code
 from fapo.catalogue import prompt_steps
 from fapo.errors import FapoError
 from fapo.tenant import Tenant
@@ -59,6 +61,8 @@ def _model_settings(tenant: Tenant, params: Mapping[str, Any]) -> list[dict[str,
     """Settings of every chat model `build(ctx)` creates, in creation order (None: no build)."""
     from fapo.validate import null_factory
 
+    if is_candidate_code(tenant):  # sealing: candidate chain code is built in the worker only
+        return None
     made: list[dict[str, Any]] = []
     factory = null_factory(dict(tenant.spec.models))
 
@@ -162,6 +166,8 @@ def joint_problem(
     keys = changed_keys(parent.files.get("params.yaml"), changes["params.yaml"])
     if keys is None or len(keys) != 1:
         return f"params.yaml changes {len(keys or [])} keys ({', '.join(keys or [])}); {rule}"
+    if is_candidate_code(parent):
+        return f"the parent runs candidate chain code, never built outside the sandbox; {rule}"
     if not records:
         return f"no train records of the parent to bind {keys[0]} and {rel} to a step; {rule}"
     new_value = (yaml.safe_load(changes["params.yaml"] or "") or {}).get(keys[0])

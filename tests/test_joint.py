@@ -146,6 +146,19 @@ def test_review_refuses_a_joint_change_without_the_parents_records(policy) -> No
     assert not check.passed and "no train records of the parent" in check.reason
 
 
+def test_review_refuses_a_joint_change_on_candidate_chain_code(policy) -> None:
+    """A parent whose chain.py an agent wrote is never built in-process to bind the pair."""
+    tenant, records = policy
+    parent = tenant.variant({"chain.py": tenant.files["chain.py"] + "\n# changed\n"})
+    changes = {
+        "params.yaml": _params(parent, evidence_max_tokens=128),
+        "prompts/evidence.md": _prompt(parent, "evidence"),
+    }
+    problem = joint_problem(parent, changes, read_records(records))
+    assert problem is not None and "candidate chain code" in problem
+    assert joint_pairs(parent, read_records(records)) == {}
+
+
 def test_the_prompt_level_may_not_carry_a_parameter(policy) -> None:
     """A joint candidate counts as the parameter level: at the prompt level params.yaml is out
     of scope (the loop proposes it only once the prompt level is behind it)."""
