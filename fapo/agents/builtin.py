@@ -3,6 +3,7 @@
 
 - prompt: remedies keyed by the attributed cause, appended to the step's prompt;
 - parameter: a grid over one declared parameter (all values for small ranges, a spread otherwise);
+  when none gains, joint moves: a key's value with a prompt move of the step it feeds (joint.py);
 - structure: transforms from the vetted library, wired to the tenant's registered functions.
 
 Its rationale starts with a stable move id, so it never repeats a move listed in the history.
@@ -75,8 +76,8 @@ PARAM_HINTS = {
 }
 
 #: Values of one key a joint move pairs with each prompt move (the grid's ends and middle): a
-#: joint defect is a setting far off for what the repaired prompt asks (a length limit), so the
-#: grid's ends reach it; policy-qa's evidence step: 3 values x 7 prompt moves = 21 moves.
+#: joint defect is a setting far off for what the repaired prompt asks (a length limit), which a
+#: spread over the grid reaches; policy-qa's evidence step: 3 values x 7 prompt moves = 21 moves.
 JOINT_VALUES = 3
 #: Joint moves raced at most per proposal.
 MAX_JOINT = 48
