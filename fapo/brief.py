@@ -13,6 +13,7 @@ from fapo.attribute import iter_results, traces_for
 from fapo.catalogue import Outline, prompt_steps
 from fapo.context import placeholders
 from fapo.history import plateau
+from fapo.joint import joint_pairs, read_records
 from fapo.records import Cluster, Level
 from fapo.tenant import Tenant
 from fapo.workspace import allowed_files
@@ -79,6 +80,8 @@ def build_brief(
         allowed_files=allowed_files(inc.tenant, level),
         param_bounds={k: v.model_dump() for k, v in spec.params.items()} if parameter else {},
         param_values=dict(inc.tenant.params) if parameter else {},
+        # key -> prompts of the step it feeds: what a joint change may pair (fapo/joint.py)
+        joint=joint_pairs(inc.tenant, read_records(inc.train_results)) if parameter else {},
         history=list(history),
         rules=[*RULES, SYNTHETIC_RULE],
         steps=list(outline.steps) if outline else [],

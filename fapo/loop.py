@@ -185,6 +185,7 @@ class Run:
             rules=RULES,
             scratch=rundir.scratch(self.dir),  # runs:
             keys=self.guard.keys,  # [sandbox] a code-level build runs in the sandboxed worker
+            parent_records=self.vdir(prop.parent) / "eval" / "train" / "results.jsonl",  # joint:
         )
         self.budget.agent_usd += review.agent_usd
         return review

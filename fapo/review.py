@@ -18,6 +18,7 @@ from fapo.attribute import gold_strings
 from fapo.candidate import build_in_sandbox, is_candidate_code
 from fapo.context import placeholders
 from fapo.errors import FapoError
+from fapo.joint import JOINT_LEVEL, joint_problem, read_records
 from fapo.records import (
     AgentVerdict,
     Check,
@@ -28,7 +29,7 @@ from fapo.records import (
     ProposalRecord,
     ReviewRecord,
 )
-from fapo.tenant import Tenant, in_scope, is_mutable
+from fapo.tenant import Tenant, in_scope, is_mutable, own_scope
 from fapo.workspace import LeakCheck, allowed_files, prepare
 
 __all__ = [
@@ -262,14 +263,17 @@ def review_in_code(
     keys: Mapping[str, str] | None = None,
     build: Callable[[Tenant], str | None] | None = None,
     key_hits: Iterable[str] = (),
+    parent_records: Path | None = None,
 ) -> list[Check]:
     """All deterministic checks; the candidate is blocked if any fails.
 
     `invalid`: changed files that were not UTF-8 on disk; `keys`: {variable: value} of known
     keys (default: `key_values(os.environ)`); `key_hits`: keys found (and redacted) before the
     changes were recorded, see `redact_keys`; `build`: how to build a variant whose chain.py
-    changed (the sandboxed worker; None = in-process, for the tenant's own chain only). Nothing
-    of a candidate runs unless every earlier check passed."""
+    changed (the sandboxed worker; None = in-process, for the tenant's own chain only);
+    `parent_records`: the incumbent's train results, which bind a joint candidate's key and
+    prompt to one step (without them a joint candidate is refused). Nothing of a candidate runs
+    unless every earlier check passed."""
     from fapo.validate import null_factory
 
     checks: list[Check] = []
@@ -330,16 +334,7 @@ def review_in_code(
             f"immutable tenant files changed: {', '.join(changed_imm)}" if changed_imm else "",
         )
     )
-    concern = {"prompt": 1, "parameter": 1}.get(level)
-    add(
-        Check(
-            "one_concern",
-            concern is None or len(changes) <= concern,
-            f"{len(changes)} files changed at {level} level; one proposal = one change"
-            if concern is not None and len(changes) > concern
-            else "",
-        )
-    )
+    add(_one_concern(incumbent, changes, level, parent_records))
     if any(c.name in ("scope", "changed", "size_and_encoding") and not c.passed for c in checks):
         return checks
     variant = incumbent.variant(changes)
@@ -388,6 +383,24 @@ def review_in_code(
             problem = str(exc)
     add(Check("builds", problem is None, problem or ""))
     return checks
+
+
+def _one_concern(
+    incumbent: Tenant, changes: dict[str, str | None], level: Level, records: Path | None
+) -> Check:
+    """One proposal = one change: one file at the prompt level; at the parameter level
+    params.yaml, or a joint candidate (one key and one prompt of the same step, fapo/joint.py)."""
+    concern = {"prompt": 1, "parameter": 1}.get(level)
+    if concern is None or len(changes) <= concern and all(own_scope(r, level) for r in changes):
+        return Check("one_concern", True)
+    if level == JOINT_LEVEL:
+        problem = joint_problem(incumbent, changes, read_records(records))
+        return Check("one_concern", problem is None, problem or "")
+    return Check(
+        "one_concern",
+        False,
+        f"{len(changes)} files changed at {level} level; one proposal = one change",
+    )
 
 
 # -- the agent half and the stage's record -------------------------------------------------------
@@ -490,9 +503,11 @@ def review_candidate(
     scratch: Path | None = None,
     keys: Mapping[str, str] | None = None,
     build: Callable[[Tenant], str | None] | None = build_in_sandbox,
+    parent_records: Path | None = None,
 ) -> ReviewRecord:
     """The review stage: every check in code, then (only if all pass) the reviewing agent.
-    `files` is the candidate's variant folder (`files/`, `diff.patch`); writes `review.json`."""
+    `files` is the candidate's variant folder (`files/`, `diff.patch`); writes `review.json`.
+    `parent_records`: the incumbent's train results (binds a joint candidate to one step)."""
     stored = read_files(files / "files") or dict(incumbent.files)
     changes: dict[str, str | None] = {r: stored.get(r) for r in prop.changes}
     checks = review_in_code(
@@ -508,6 +523,7 @@ def review_candidate(
         keys=keys,
         build=build,
         key_hits=prop.key_hits,
+        parent_records=parent_records,
     )
     agent_part = None
     if all(c.passed for c in checks):

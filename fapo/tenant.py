@@ -39,6 +39,9 @@ LEVEL_SCOPE: dict[str, tuple[str, ...]] = {
     "structure": ("structure.yaml", "prompts/*.md", "prompts/**/*.md"),
     "code": ("chain.py", "prompts/*.md", "prompts/**/*.md"),
 }
+#: Files of a lower level a candidate may carry as the other half of a **joint** candidate: one
+#: prompt of the step whose parameter it changes (fapo/joint.py; review's one_concern checks it).
+JOINT_SCOPE: dict[str, tuple[str, ...]] = {"parameter": ("prompts/*.md", "prompts/**/*.md")}
 MUTABLE = ("prompts/*.md", "prompts/**/*.md", "params.yaml", "chain.py", "structure.yaml")
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", "fixes"}
 
@@ -48,6 +51,13 @@ def is_mutable(rel: str) -> bool:
 
 
 def in_scope(rel: str, level: Level) -> bool:
+    """May a candidate of `level` change `rel` (its own files, or a joint candidate's half)?"""
+    pats = LEVEL_SCOPE[level] + JOINT_SCOPE.get(level, ())
+    return any(fnmatch.fnmatch(rel, pat) for pat in pats)
+
+
+def own_scope(rel: str, level: Level) -> bool:
+    """Is `rel` one of `level`'s own files (not a joint candidate's lower-level half)?"""
     return any(fnmatch.fnmatch(rel, pat) for pat in LEVEL_SCOPE[level])
 
 

@@ -81,6 +81,8 @@ class Brief(Record):
     # briefs (issue 16): what each level's change needs
     steps: list[str] = Field(default_factory=list)  # the chain's steps, in graph order
     param_values: dict[str, Any] = Field(default_factory=dict)  # current params (parameter)
+    # parameter level: key -> prompt files of the same step it may change together with (joint)
+    joint: dict[str, list[str]] = Field(default_factory=dict)
     prompts: list[PromptInfo] = Field(default_factory=list)  # prompt/structure levels
     context_files: dict[str, str] = Field(default_factory=dict)  # context/ file -> what it is
     techniques: list[str] = Field(default_factory=list)
@@ -161,6 +163,17 @@ class Agent(Protocol):
     def review(self, request: ReviewRequest, workspace: Path) -> Verdict: ...
 
 
+#: A joint candidate (fapo/joint.py), as the parameter-level brief states it.
+JOINT_RULE = (
+    "A joint change: when a parameter and the prompt of the same step only help together "
+    "(the prompt asks for more than the limit lets through, or the parameter only matters once "
+    "the prompt asks for it), you may change one params.yaml key and one prompt listed for it "
+    "below, in one proposal. Anything else (two keys, two prompts, a new prompt, a prompt of "
+    "another step, a prompt alone) is refused by review. Change a prompt only if the parameter "
+    "alone cannot fix the cluster."
+)
+
+
 def brief_markdown(brief: Brief) -> str:
     review = brief.role == "review"
     title = (
@@ -202,6 +215,12 @@ def brief_markdown(brief: Brief) -> str:
                 f"| `{name}` | {current} | {b.get('type')} | {bounds} | {b.get('description', '')} |"
             )
         lines += ["", "Change `params.yaml`; keep every value inside its bounds.", ""]
+        if brief.joint:
+            lines += ["## Joint changes (a parameter and a prompt of the same step)", ""]
+            lines += [JOINT_RULE, ""]
+            for name, files in brief.joint.items():
+                lines.append(f"- `{name}` with {', '.join(f'`{f}`' for f in files)}")
+            lines += [""]
     if brief.structure is not None:
         lines += ["## The current structure.yaml", "", "```yaml", brief.structure.rstrip(), "```"]
         lines += ["", "The transforms you may add are in `context/transforms.md`.", ""]

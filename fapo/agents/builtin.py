@@ -3,6 +3,7 @@
 
 - prompt: remedies keyed by the attributed cause, appended to the step's prompt;
 - parameter: a grid over one declared parameter (all values for small ranges, a spread otherwise);
+  when none gains, joint moves: a key's value with a prompt move of the step it feeds (joint.py);
 - structure: transforms from the vetted library, wired to the tenant's registered functions.
 
 Its rationale starts with a stable move id, so it never repeats a move listed in the history.
@@ -73,6 +74,13 @@ PARAM_HINTS = {
     "candidate": ("k", "top", "depth", "candidates"),
     "passage": ("k", "top", "depth"),
 }
+
+#: Values of one key a joint move pairs with each prompt move (the grid's ends and middle): a
+#: joint defect is a setting far off for what the repaired prompt asks (a length limit), which a
+#: spread over the grid reaches; policy-qa's evidence step: 3 values x 7 prompt moves = 21 moves.
+JOINT_VALUES = 3
+#: Joint moves raced at most per proposal.
+MAX_JOINT = 48
 
 TrainScore = racing.TrainScore  # (changes, repeats=1, ids=None) -> score per train example id
 Move = tuple[str, dict[str, str | None]]
@@ -182,6 +190,30 @@ def _luck_only(changes: dict[str, str | None], ws: Path, brief: Brief) -> bool:
     )
 
 
+def _remedy_moves(ws: Path, rel: str, brief: Brief) -> list[Move]:
+    """Each remedy the prompt `rel` lacks, appended; ranked by the attributed cause."""
+    cause = (brief.cluster.cause if brief.cluster else "unexplained").lower()
+    ranked = sorted(REMEDIES.items(), key=lambda kv: not any(k in cause for k in kv[1][1]))
+    text = (ws / rel).read_text(encoding="utf-8")
+    return [
+        (f"prompt:{rid}@{rel}", {rel: text.rstrip("\n") + "\n\n" + instruction + "\n"})
+        for rid, (instruction, _) in ranked
+        if instruction not in text
+    ]
+
+
+def _drop_moves_of(ws: Path, rel: str) -> list[Move]:
+    """`rel` without one of its instruction sentences (at most MAX_DROPS moves)."""
+    text = (ws / rel).read_text(encoding="utf-8")
+    moves: list[Move] = []
+    for sentence in _instruction_sentences(text)[:MAX_DROPS]:
+        new = _without(text, sentence)
+        if new is not None:
+            sid = hashlib.sha256(sentence.encode()).hexdigest()[:8]
+            moves.append((f"prompt:drop-{sid}@{rel}", {rel: new}))
+    return moves
+
+
 class BuiltinAgent:
     """Deterministic proposer. `train_score(changes)` -> mean train score of incumbent+changes."""
 
@@ -273,19 +305,9 @@ class BuiltinAgent:
         )
 
     def _prompt_moves(self, ws: Path, brief: Brief) -> list[Move]:
-        cause = (brief.cluster.cause if brief.cluster else "unexplained").lower()
-        ranked = sorted(REMEDIES.items(), key=lambda kv: not any(k in cause for k in kv[1][1]))
         moves = self._drop_moves(ws, brief)
         for rel in self._step_prompts(ws, brief):
-            text = (ws / rel).read_text(encoding="utf-8")
-            for rid, (instruction, _) in ranked:
-                if instruction not in text:
-                    moves.append(
-                        (
-                            f"prompt:{rid}@{rel}",
-                            {rel: text.rstrip("\n") + "\n\n" + instruction + "\n"},
-                        )
-                    )
+            moves += _remedy_moves(ws, rel, brief)
         return moves
 
     def _drop_moves(self, ws: Path, brief: Brief) -> list[Move]:
@@ -297,13 +319,41 @@ class BuiltinAgent:
         for step in self._implicated(brief):
             implicated += [p for p in self._prompts_of(ws, brief, step) if p not in implicated]
         for rel in implicated or self._step_prompts(ws, brief):
-            text = (ws / rel).read_text(encoding="utf-8")
-            for sentence in _instruction_sentences(text)[:MAX_DROPS]:
-                new = _without(text, sentence)
-                if new is not None:
-                    sid = hashlib.sha256(sentence.encode()).hexdigest()[:8]
-                    moves.append((f"prompt:drop-{sid}@{rel}", {rel: new}))
+            moves += _drop_moves_of(ws, rel)
         return moves
+
+    def _joint_moves(self, ws: Path, brief: Brief, singles: racing.RaceResult | None) -> list[Move]:
+        """Parameter level, once no single move gained: one key's value together with one
+        prompt move (a remedy or a dropped sentence) of the step the key feeds — the pairs the
+        engine bound to one step (`brief.joint`, fapo/joint.py). A value whose move alone lost
+        in this race is left out (the prompt half rarely rescues a worse setting), at most
+        JOINT_VALUES per key and MAX_JOINT moves in all, keys in the brief's order."""
+        if not brief.joint:
+            return []
+        text = (ws / "params.yaml").read_text(encoding="utf-8")
+        current = yaml.safe_load(text) or {}
+        lost = {st.arm for st in (singles.standings if singles else ()) if st.gain < 0}
+        moves: list[Move] = []
+        for name, files in brief.joint.items():
+            if name not in brief.param_bounds:
+                continue
+            values = [
+                v
+                for v in _grid(brief.param_bounds[name])
+                if v != current.get(name) and f"param:{name}={v}" not in lost
+            ]
+            if len(values) > JOINT_VALUES:  # the grid's ends and middle
+                values = [values[0], values[len(values) // 2], values[-1]]
+            for rel in files:
+                if not (ws / rel).is_file():
+                    continue
+                halves = _drop_moves_of(ws, rel) + _remedy_moves(ws, rel, brief)
+                for value in values:
+                    params = _set_param(text, current, name, value)
+                    for pid, changes in halves:
+                        mid = f"joint:param:{name}={value}+{pid}"
+                        moves.append((mid, {"params.yaml": params, **changes}))
+        return moves[:MAX_JOINT]
 
     def _param_moves(self, ws: Path, brief: Brief) -> list[Move]:
         current = yaml.safe_load((ws / "params.yaml").read_text(encoding="utf-8")) or {}
@@ -437,6 +487,37 @@ class BuiltinAgent:
         # change at the broken step wins over a workaround elsewhere.
         return sorted(moves, key=lambda m: not (step and f"@{step}." in m[0]))
 
+    def _race(
+        self, moves: list[Move], brief: Brief, workspace: Path, repeats: int
+    ) -> tuple[racing.RaceResult, tuple[float, str, dict[str, str | None]] | None]:
+        """Race `moves` on train (fapo/racing.py); the pick, or None when none gains.
+
+        Finalists, on all of train, come back best first, compared with the incumbent on the
+        same examples and draws. A move at what attribution implicated (the step's own prompt, a
+        parameter whose move repaired failures, a transform at the step) wins when it earns at
+        least half of the best move's gain: the fix at the cause over a workaround elsewhere."""
+        assert self.train_score is not None
+        favoured = {m for m, _ in moves if self._at_cause(m, workspace, brief)}
+        race, scored = racing.race_moves(
+            moves,
+            self.train_score,
+            repeats,
+            favoured=favoured,
+            on_scored=self.on_scored,
+            # thrift: one draw per move: interventions ran repeat 0 only, so with repeats the
+            # cached order saves a third at most, and on the noisy planted kb-match it moved which
+            # failures the screen saw enough to miss the only fix (query-noise, measured)
+            cached=self.probed() if self.probed and repeats == 1 else (),
+        )
+        if not scored:
+            return race, None
+        base = race.base
+        best = scored[0]
+        own = [x for x in scored if self._at_cause(x[1], workspace, brief)]
+        if own and own[0][0] > base and own[0][0] - base >= (best[0] - base) / 2:
+            best = own[0]
+        return race, (best if best[0] > base else None)
+
     # -- protocol ------------------------------------------------------------------------------
     def propose(self, brief: Brief, workspace: Path) -> Proposal:
         make = {
@@ -452,18 +533,18 @@ class BuiltinAgent:
             )
         tried = self._tried(brief)
         moves = [(mid, ch) for mid, ch in make(workspace, brief) if mid not in tried]
+        # joint: the parameter level may pair a key with a prompt of its step (fapo/joint.py)
+        joint_ok = brief.level == "parameter" and bool(brief.joint) and self.train_score is not None
         inv = Invocation(
             agent=self.name, role="propose", final_text=f"{len(moves)} candidate moves"
         )
-        if not moves:
+        if not moves and not joint_ok:
             return Proposal(
                 rationale="",
                 invocations=[inv],
                 failure=f"nothing left to try at the {brief.level} level",
                 failure_kind=ProposalFailure.NOTHING_LEFT,
             )
-        base = brief.scores.get("train", 0.0)
-        scored = []
         repeats = NOISY_REPEATS if self._noisy(brief) else 1
         # thrift: moves that only add sampling where nothing samples are not raced (see _luck_only)
         luck = [mid for mid, ch in moves if _luck_only(ch, workspace, brief)]
@@ -472,45 +553,33 @@ class BuiltinAgent:
         else:
             luck = []
         if self.train_score is not None:
-            # gating: moves race on train minibatches (fapo/racing.py); finalists, on all of train,
-            # come back best first, compared with the incumbent on the same examples and draws.
-            favoured = {m for m, _ in moves if self._at_cause(m, workspace, brief)}
-            race, scored = racing.race_moves(
-                moves,
-                self.train_score,
-                repeats,
-                favoured=favoured,
-                on_scored=self.on_scored,
-                # one draw per move: interventions ran repeat 0 only, so with repeats the cached
-                # order saves a third at most, and on the noisy planted kb-match it moved which
-                # failures the screen saw enough to miss the only fix (query-noise, measured)
-                cached=self.probed() if self.probed and repeats == 1 else (),
-            )
+            race, pick = self._race(moves, brief, workspace, repeats) if moves else (None, None)
+            raced = len(moves)
+            if pick is None and joint_ok:
+                # No single move gained: two defects of one step may repair only together.
+                joint = [
+                    (m, c) for m, c in self._joint_moves(workspace, brief, race) if m not in tried
+                ]
+                if joint:
+                    race, pick = self._race(joint, brief, workspace, repeats)
+                    raced = len(joint)
+            if race is None:
+                return Proposal(
+                    rationale="",
+                    invocations=[inv],
+                    failure=f"nothing left to try at the {brief.level} level",
+                    failure_kind=ProposalFailure.NOTHING_LEFT,
+                )
             base = race.base
-            if not scored:
+            if pick is None:
                 return Proposal(
                     invocations=[inv.model_copy(update={"final_text": race.summary()})],
                     failure=f"no {brief.level} move improves the train score {base:.3f} "
                     f"({race.summary()})",
                     failure_kind=ProposalFailure.NO_IMPROVEMENT,
                 )
-            best, mid, changes = scored[0]
-            # A move at what attribution implicated (the step's own prompt, a parameter whose move
-            # repaired failures, a transform at the step) wins when it earns at least half of the
-            # best move's gain: the fix at the cause over a workaround elsewhere.
-            own = [x for x in scored if self._at_cause(x[1], workspace, brief)]
-            if own and own[0][0] > base and own[0][0] - base >= (best - base) / 2:
-                best, mid, changes = own[0]
-            if best <= base:
-                return Proposal(
-                    invocations=[inv],
-                    failure=(
-                        f"no {brief.level} move improves the train score {base:.3f} "
-                        f"(best {mid}: {best:.3f}; {len(moves)} tried)"
-                    ),
-                    failure_kind=ProposalFailure.NO_IMPROVEMENT,
-                )
-            note = f"train {base:.3f} -> {best:.3f} (best of {len(moves)} moves raced on train"
+            best, mid, changes = pick
+            note = f"train {base:.3f} -> {best:.3f} (best of {raced} moves raced on train"
             note += f", {repeats} repeats each" if repeats > 1 else ""
             note += f"; {race.evaluations} of {race.exhaustive} example scorings)"
             if luck:  # thrift:

@@ -57,7 +57,9 @@ ROLE_RULES: dict[str, str] = {
 - Checklist, one finding per problem, each with a severity:
   block: a changed file that is not in the allowed list; evaluation data or answers copied in;
          hard-coded answers or special-cased examples (ids, exact inputs); a change that games
-         the scorer instead of fixing the failures; more than one concern in one change.
+         the scorer instead of fixing the failures; more than one concern in one change
+         (one params.yaml key plus one prompt of the step that key feeds is one concern, a
+         joint change: the checks in code bound both to that step before you see it).
   warn:  a change unlikely to fix the cluster it names; a prompt that may now break the
          expected output format; examples in a prompt that look copied from the traces.
 - Approve only when no finding is a block; veto (approve false) when at least one is.""",
@@ -89,8 +91,9 @@ TECHNIQUES = [
     "when that is not enough.",
     "Emphasis and order: put the instruction the failures ignore first or last, stated once, "
     "plainly.",
-    "At the parameter level change one value, in the direction the traces suggest; at the "
-    "structure level add one transform from the catalogue.",
+    "At the parameter level change one value, in the direction the traces suggest (with one "
+    "prompt of its step only as a joint change the brief lists); at the structure level add "
+    "one transform from the catalogue.",
     "Plateau: when earlier attempts at this level gained nothing (see their val effect), do not "
     "resubmit a variant of the same idea; change the technique or the step you work on.",
 ]
