@@ -164,6 +164,35 @@ class AgentAttribution(Record):
     invocations: list[Invocation] = Field(default_factory=list)
 
 
+class ProbeVerdict(Record):
+    """What the interventions concluded for one probed failure."""
+
+    step: str | None = None  # None: no intervention repaired it (the ladder's cluster stands)
+    level: Level | None = None
+    kind: str | None = None  # the intervention that repaired (fapo.interventions.Kind value)
+
+
+class InterventionSummary(Record):
+    """What attribution's interventions spent (their own meter, reported apart from the run's
+    evaluations) and concluded per probed failure (`attribution.json` `interventions`)."""
+
+    calls: int = 0
+    failed_calls: int = 0
+    cache_hits: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cap: int | None = None  # the call cap they ran under
+    stopped: str = ""  # why they stopped early (cap, wall clock), if they did
+    probed: int = 0
+    verdicts: dict[str, ProbeVerdict] = Field(default_factory=dict)
+
+    @property
+    def unrepaired(self) -> int:
+        """Probed failures no intervention repaired."""
+        return sum(1 for v in self.verdicts.values() if v.step is None)
+
+
 class Attribution(Record):
     """Failure clusters of one variant on one split, largest first (`attribution.json`)."""
 
@@ -173,7 +202,7 @@ class Attribution(Record):
     clusters: list[Cluster]
     agent: AgentAttribution | None = None
     infrastructure: list[str] = Field(default_factory=list)  # model calls errored: never clusters
-    interventions: dict[str, Any] | None = None  # spend, cap, verdict per probed example
+    interventions: InterventionSummary | None = None
 
     @property
     def dominant(self) -> Cluster | None:

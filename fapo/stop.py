@@ -51,10 +51,9 @@ def note_proposal(
         return
     if prop.failure_kind is ProposalFailure.NO_IMPROVEMENT:
         state.barren[level] = prop.failure or ""
-    verdicts = ((state.attribution and state.attribution.interventions) or {}).get("verdicts", {})
-    if isinstance(verdicts, dict) and verdicts:
-        none = sum(1 for v in verdicts.values() if isinstance(v, dict) and v.get("step") is None)
-        state.unrepaired = (none, len(verdicts))
+    seen = state.attribution.interventions if state.attribution else None
+    if seen is not None and seen.verdicts:
+        state.unrepaired = (seen.unrepaired, len(seen.verdicts))
 
 
 @runtime_checkable
