@@ -53,7 +53,7 @@ MORE_A = [
     "Bramble",
 ]
 
-MORE_B = ["League", "Fellowship", "Assembly", "Collective", "Order"]
+MORE_B = ["League", "Fellowship", "Assembly", "Collective", "Order", "Chapter", "Syndicate"]
 
 
 def year_gap() -> None:
@@ -97,9 +97,8 @@ def year_gap() -> None:
             )
         plan.append((first, second, y1, y2, f"a{2 * n:03d}", f"a{2 * n + 1:03d}", bucket))
     rng.shuffle(corpus)
-    write_jsonl(
-        HERE / "year-gap" / "corpus" / "archive.jsonl", sorted(corpus, key=lambda p: p["id"])
-    )
+    corpus.sort(key=lambda p: p["id"])  # the file's order: the chain's BM25 breaks ties by it
+    write_jsonl(HERE / "year-gap" / "corpus" / "archive.jsonl", corpus)
     by_id = {p["id"]: p for p in corpus}
     prompts = {
         s: (HERE / "year-gap" / "prompts" / f"year_{s}.md").read_text(encoding="utf-8")
@@ -112,7 +111,8 @@ def year_gap() -> None:
         bm = BM25Okapi([chain.tokenize(p["text"]) for p in corpus])
         scores = bm.get_scores(chain.tokenize(name))
         order = sorted(range(len(corpus)), key=lambda i: (-scores[i], i))
-        return [f"[{corpus[i]['id']}] {corpus[i]['text']}" for i in order[:k]]
+        hits = [f"[{corpus[i]['id']}] {corpus[i]['text']}" for i in order[:k]]
+        return [h for h in hits if name in h]  # as the chain's lookup: passages naming it
 
     def read(
         which: str, name: str, passages: list[str], bare: bool, temperature: float = 0.0
@@ -132,9 +132,9 @@ def year_gap() -> None:
             and read("first", first, search(first, 4), bare=True) == y1
             and read("second", second, deep4, bare=True) == y2
             and (read("second", second, [gold[1]], bare=False) == y2) == (bucket != "renamed")
-            # The first year's draw at temperature 1.0 depends on the whole prompt, so k's fix
-            # re-rolls it: keep only examples where k=1 and k=4 draw alike, or leave-one-out
-            # (which evaluates first-noise with k fixed) would miss a flip the baseline has.
+            # The first year's draw at temperature 1.0 depends on the whole prompt: were k's fix
+            # to change it, leave-one-out (first-noise left out with k fixed) would miss a flip
+            # the baseline has. The lookup's name filter keeps the prompt the same; this guards it.
             and (read("first", first, top1[:1], bare=True, temperature=1.0) == y1)
             == (read("first", first, search(first, 4), bare=True, temperature=1.0) == y1)
         )

@@ -1,6 +1,7 @@
 """year-gap: two names -> BM25 lookup (code) -> both founding years in parallel (task model) -> gap.
 
-The graph fans out after `lookup` (`year_first` and `year_second` run in the same superstep) and
+`lookup` keeps, of each name's top-k BM25 passages, those that name the organisation. The graph
+fans out after `lookup` (`year_first` and `year_second` run in the same superstep) and
 fans in at `gap`, which computes the difference in code. Each year step keeps the model's reply
 (`first_reply`, `second_reply`) and the year parsed from it (`first_year`, `second_year`).
 """
@@ -61,9 +62,10 @@ def build(ctx: Any) -> StateGraph:
     ctx.register("search", search)
 
     def lookup(state: State) -> dict[str, Any]:
+        """Each name's top-k passages that name the organisation (a shared word is not enough)."""
         return {
-            "first_passages": search(state["first"]),
-            "second_passages": search(state["second"]),
+            key: [p for p in search(state[name]) if state[name] in p]
+            for key, name in (("first_passages", "first"), ("second_passages", "second"))
         }
 
     async def year_first(state: State) -> dict[str, Any]:
