@@ -1,17 +1,26 @@
 """Interventions on a fan-out graph (planted year-gap: `year_first` and `year_second` run in one
-superstep and join at `gap`). Known flaw, owned by fapo/interventions.py: the oracle forks with
-`update_state(as_node=step)` from the checkpoint whose next tasks are both siblings; LangGraph then
-treats the superstep as done, the sibling never runs and the join never fires, so the oracle
-repairs nothing (0/8 on year-gap). Strict xfail: it fails loudly once the fork replays the
-siblings' recorded updates (`abulk_update_state` with one StateUpdate per pending node)."""
+superstep and join at `gap`). Three known flaws, owned by fapo/interventions.py, each pinned by a
+strict xfail so it fails loudly once fixed:
+
+- the oracle forks with `update_state(as_node=step)` from the checkpoint whose next tasks are both
+  siblings; LangGraph then treats the superstep as done, the sibling never runs and the join never
+  fires, so the oracle repairs nothing (replaying the siblings' recorded updates in the same
+  superstep, `abulk_update_state`, makes it repair: measured on a patched copy);
+- resampling a step re-runs its whole superstep at the new sample index, redrawing its siblings;
+- an upstream intervention (oracle, parameter) that changes a sampling step's input re-rolls that
+  step's draw, and one lucky draw counts as a repair at the earlier step.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from fapo.evaluate import evaluate
 from fapo.interventions import InterventionRunner, Kind
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "planted"
@@ -28,8 +37,6 @@ def _probe_renamed() -> tuple[float, bool, bool]:
     v = InterventionRunner(t).probe_many([ex], {"year_first": 0.0, "year_second": 0.0})[ex.id]
     oracle = next(tr for tr in v.trials if tr.kind == Kind.ORACLE and tr.step == "year_second")
     fixed = variant(SUITE / "year-gap", ["k-depth", "first-noise", "second-verbose"])
-    from fapo.evaluate import evaluate
-
     passes = dict(evaluate(fixed, "train", use_cache=False).scores)[ex.id] >= 0.999
     return v.base_score, oracle.repaired, passes
 
@@ -41,3 +48,55 @@ def test_the_oracle_at_a_parallel_step_repairs_a_failure_it_causes() -> None:
     base, repaired, passes_when_fixed = _probe_renamed()
     assert base < 0.999 and passes_when_fixed  # the example fails only through year_second
     assert repaired
+
+
+def _second_samples(tmp_path: Path) -> tuple[Any, list[Any]]:
+    """year-gap with k and the second prompt fixed, `year_first` still sampling at 1.0 (its
+    declared parameter) and `year_second` made to sample at 1.0 too (chain.py edited): the
+    examples whose failure is a flip at `year_second` alone."""
+    base = variant(SUITE / "year-gap", ["k-depth", "second-verbose"])
+    chain = base.files["chain.py"].replace(
+        "second_reader = ctx.llm(temperature=0.0", "second_reader = ctx.llm(temperature=1.0"
+    )
+    assert chain != base.files["chain.py"]
+    t = base.variant({"chain.py": chain})
+    evaluate(t, "train", out_dir=tmp_path, use_cache=False)
+    examples = {e.id: e for e in t.examples("train")}
+    picked = []
+    for line in (tmp_path / "results.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        state = {k: v for s in rec["steps"] for k, v in (s.get("update") or {}).items()}
+        label = rec["label"]
+        if state.get("first_year") == label["first_year"] and state.get("second_year") is None:
+            picked.append(examples[rec["id"]])
+    return t, picked
+
+
+def _probed(tmp_path: Path) -> list[Any]:
+    t, picked = _second_samples(tmp_path)
+    assert picked, "no example fails by a year_second flip alone"
+    runner = InterventionRunner(t)
+    return list(runner.probe_many(picked, {"year_first": 1.0, "year_second": 1.0}).values())
+
+
+@pytest.mark.xfail(strict=True, reason="interventions.py resamples a fan-out superstep whole")
+def test_resampling_one_parallel_step_does_not_redraw_its_sibling(tmp_path: Path) -> None:
+    """`year_first`'s own draw is right in these failures, so resampling it alone cannot repair
+    them; it does, because the resample re-runs the whole superstep at the new sample index and
+    `year_second` is drawn again too (2-3 of 3 draws "repair", on 3 of 3 examples)."""
+    for v in _probed(tmp_path):
+        first = next(t for t in v.trials if t.kind == Kind.RESAMPLE and t.step == "year_first")
+        assert not first.repaired, v.example_id
+
+
+@pytest.mark.xfail(strict=True, reason="interventions.py takes one re-rolled draw as a repair")
+def test_an_upstream_intervention_that_only_redraws_a_noisy_step_is_not_the_cause(
+    tmp_path: Path,
+) -> None:
+    """The oracle at `lookup` writes the gold passages; they change `year_second`'s prompt, so
+    its draw (sample index 0) is rolled again and usually lands right: "oracle at lookup repaired"
+    and, being the earliest step, lookup/structure is the verdict for a flip at year_second (3 of
+    3). A parameter move that changes a noisy step's input does the same. Resampling year_second
+    itself repairs 2-3 of 3 draws: the cause is there."""
+    steps = [v.step for v in _probed(tmp_path)]
+    assert all(s == "year_second" for s in steps), steps
