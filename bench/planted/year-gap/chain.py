@@ -51,7 +51,8 @@ def build(ctx: Any) -> StateGraph:
     first_tpl = ctx.prompt("year_first", "passages", "name")
     second_tpl = ctx.prompt("year_second", "passages", "name")
     first_reader = ctx.llm(temperature=ctx.params["first_temperature"], max_tokens=48)
-    second_reader = ctx.llm(temperature=0.0, max_tokens=48)
+    # The second reader samples at temperature 1.0 (copied from a "varied readings" trial).
+    second_reader = ctx.llm(temperature=1.0, max_tokens=48)
 
     def search(query: str, state: Any = None) -> list[str]:
         """Top-k archive passages for `query`, formatted "[id] text"; ties go to archive order."""
