@@ -154,11 +154,11 @@ def classify(tenant: Tenant, record: dict[str, Any], example: Example) -> Cause:
 def _last_model_step(steps: list[dict[str, Any]], final_step: str) -> str:
     """`final_step` if it called a model, else the last step recorded before it that did
     (`final_step` itself when none did)."""
-    names = [s["step"] for s in steps]
+    names = [str(s["step"]) for s in steps]
     end = len(names) - 1 - names[::-1].index(final_step) if final_step in names else len(names) - 1
     for s in reversed(steps[: end + 1]):
         if s.get("calls"):
-            return s["step"]
+            return str(s["step"])
     return final_step
 
 
