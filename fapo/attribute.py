@@ -139,11 +139,27 @@ def classify(tenant: Tenant, record: dict[str, Any], example: Example) -> Cause:
                     return Cause(name, f"output breaks declared format ({problem})", "prompt", 0.8)
     if record.get("error"):
         return Cause(record["error"].get("step") or final_step, "step raised", "structure", 0.5)
+    # The last two rungs guess the prompt level, so they name a step that has a prompt: when the
+    # prediction is written by code (a computation, a post-processing node), the last step before
+    # it that called a model. A prompt-level cluster on a model-free step is one no edit can
+    # address (planted year-gap without checks.py: 17 of 32 failures were put on its code step).
+    prompt_step = _last_model_step(steps, final_step)
     pred = _norm(record.get("prediction"))
     golds = [_norm(g) for g in gold_strings(example.label)]
     if pred and any(g and g != pred and re.search(rf"\b{re.escape(g)}\b", pred) for g in golds):
-        return Cause(final_step, "gold present but output badly formatted", "prompt", 0.85)
-    return Cause(final_step, "unexplained", "prompt", 0.3)
+        return Cause(prompt_step, "gold present but output badly formatted", "prompt", 0.85)
+    return Cause(prompt_step, "unexplained", "prompt", 0.3)
+
+
+def _last_model_step(steps: list[dict[str, Any]], final_step: str) -> str:
+    """`final_step` if it called a model, else the last step recorded before it that did
+    (`final_step` itself when none did)."""
+    names = [str(s["step"]) for s in steps]
+    end = len(names) - 1 - names[::-1].index(final_step) if final_step in names else len(names) - 1
+    for s in reversed(steps[: end + 1]):
+        if s.get("calls"):
+            return str(s["step"])
+    return final_step
 
 
 def _fix_for(cause: str) -> str:

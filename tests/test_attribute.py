@@ -103,6 +103,29 @@ def test_gold_present_but_badly_formatted_then_unexplained(project) -> None:
     assert c.cause == "unexplained" and c.confidence < 0.5
 
 
+def test_a_prompt_level_guess_names_the_last_step_that_called_a_model(project) -> None:
+    """When code writes the prediction (a computation, a post-processing node), "unexplained" and
+    "gold present" (both prompt-level guesses) go to the last step before it with a model call:
+    a step without a prompt cannot be fixed at the prompt level."""
+    t = load_tenant("demo-qa", project)
+    ex = next(e for e in t.examples("train") if len(e.label["supporting"]) == 1)
+    good = [f"[{pid}] text" for pid in ex.label["supporting"]]
+    for pred, cause in (("Nobody", "unexplained"), (f"It is {ex.label['answer']}.", "gold")):
+        rec = _rec(
+            [
+                _step("retrieve", {"passages": good}),
+                _step("answer", {"answer": pred}, [_call()]),
+                _step("tidy", {"answer": pred}),
+            ],
+            pred,
+        )
+        c = classify(t, rec, ex)
+        assert (c.step, c.level) == ("answer", "prompt") and c.cause.startswith(cause)
+    # a final step that called a model keeps the guess; no model step at all: the final step
+    rec = _rec([_step("retrieve", {"passages": good}), _step("tidy", {"answer": "x"})], "x")
+    assert classify(t, rec, ex).step == "tidy"
+
+
 def test_checks_see_the_output_after_an_inserted_postprocess_node(project) -> None:
     t = load_tenant("demo-qa", project)
     ex = next(iter(t.examples("train")))
