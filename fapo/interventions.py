@@ -1,7 +1,9 @@
 """Interventions: re-run a failing example from one step with one thing changed and watch the score.
 
 The graph runs once per probed example under a LangGraph checkpointer (upstream model calls replay
-from the call cache), then forks from the checkpoint right before a step:
+from the call cache), then forks from the checkpoint right before a step (fapo/fork.py: a step that
+shares its superstep with siblings, on a fan-out graph, is forked alone, the siblings keeping their
+recorded writes):
 
 - *oracle*: the tenant's `@oracle(step)` value is written as that step's update
   (`update_state(config, values, as_node=step)`) and the graph resumes downstream;
@@ -27,6 +29,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from fapo import fork
 from fapo.cache import CallCache
 from fapo.checks import StepOracle, collect_oracles
 from fapo.errors import BudgetExhausted
@@ -234,12 +237,11 @@ class InterventionRunner:
             snap = before.get(step)
             if snap is None:
                 continue
-            cfg = snap.config
             orc = self.oracles.get(step)
             if orc is not None:
                 value = orc.run(ex, dict(snap.values))
                 if value is not None:
-                    cfg2 = await app.aupdate_state(cfg, value, as_node=step)
+                    cfg2 = await fork.with_update(app, snap, step, value)  # siblings kept
                     s = await resume(cfg2)
                     trials.append(
                         Trial(
@@ -253,7 +255,8 @@ class InterventionRunner:
                 while d < draws:
                     token = SAMPLE.set(DRAW_BASE + d)
                     try:
-                        await self._run(app, None, cfg, interrupt_after=[step])
+                        start = await fork.alone(app, snap, {step})  # siblings not redrawn
+                        await self._run(app, None, start, interrupt_after=[step])
                     finally:
                         SAMPLE.reset(token)
                     if step in failing:
@@ -284,7 +287,9 @@ class InterventionRunner:
             ref = self.tenant.spec.models.get("reference")
             if ref and step in llm_steps:
                 rapp = self._app("reference", self.tenant, {**self.tenant.spec.models, "task": ref})
-                await self._run(rapp, None, cfg, interrupt_after=[step])
+                await self._run(
+                    rapp, None, await fork.alone(app, snap, {step}), interrupt_after=[step]
+                )
                 s = await resume(thread)
                 trials.append(
                     Trial(

@@ -1,12 +1,12 @@
 """Interventions on a fan-out graph (planted year-gap: `year_first` and `year_second` run in one
-superstep and join at `gap`). Three known flaws, owned by fapo/interventions.py, each pinned by a
-strict xfail so it fails loudly once fixed:
+superstep and join at `gap`). Three flaws fapo/interventions.py had there, each pinned here:
 
-- the oracle forks with `update_state(as_node=step)` from the checkpoint whose next tasks are both
-  siblings; LangGraph then treats the superstep as done, the sibling never runs and the join never
-  fires, so the oracle repairs nothing (replaying the siblings' recorded updates in the same
-  superstep, `abulk_update_state`, makes it repair: measured on a patched copy);
-- resampling a step re-runs its whole superstep at the new sample index, redrawing its siblings;
+- the oracle forked with `update_state(as_node=step)` from the checkpoint whose next tasks are
+  both siblings; LangGraph then treats the superstep as done, the sibling never runs and the join
+  never fires, so the oracle repaired nothing (fapo/fork.py now replays the siblings' recorded
+  updates in the same superstep, `abulk_update_state`);
+- resampling a step re-ran its whole superstep at the new sample index, redrawing its siblings
+  (fapo/fork.py now re-runs the step alone, the siblings' recorded writes kept);
 - an upstream intervention (oracle, parameter) that changes a sampling step's input re-rolls that
   step's draw, and one lucky draw counts as a repair at the earlier step.
 """
@@ -41,9 +41,6 @@ def _probe_renamed() -> tuple[float, bool, bool]:
     return v.base_score, oracle.repaired, passes
 
 
-@pytest.mark.xfail(
-    strict=True, reason="interventions.py forks a fan-out superstep without its siblings"
-)
 def test_the_oracle_at_a_parallel_step_repairs_a_failure_it_causes() -> None:
     base, repaired, passes_when_fixed = _probe_renamed()
     assert base < 0.999 and passes_when_fixed  # the example fails only through year_second
@@ -79,7 +76,6 @@ def _probed(tmp_path: Path) -> list[Any]:
     return list(runner.probe_many(picked, {"year_first": 1.0, "year_second": 1.0}).values())
 
 
-@pytest.mark.xfail(strict=True, reason="interventions.py resamples a fan-out superstep whole")
 def test_resampling_one_parallel_step_does_not_redraw_its_sibling(tmp_path: Path) -> None:
     """`year_first`'s own draw is right in these failures, so resampling it alone cannot repair
     them; it does, because the resample re-runs the whole superstep at the new sample index and
