@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.types import StateSnapshot, StateUpdate
 
 
@@ -33,19 +32,19 @@ def siblings(snap: StateSnapshot, steps: Collection[str]) -> list[Any]:
 
 async def with_update(
     app: Any, snap: StateSnapshot, step: str, values: dict[str, Any]
-) -> RunnableConfig:
+) -> dict[str, Any]:
     """The checkpoint after `snap`'s superstep in which `step` wrote `values` and every sibling
     task wrote what it recorded on `snap`'s run; resume from it to run on downstream."""
     others = siblings(snap, {step})
     if not others:
-        return await app.aupdate_state(snap.config, values, as_node=step)
+        return dict(await app.aupdate_state(snap.config, values, as_node=step))
     updates = [StateUpdate(values, step)]
     # A sibling with no recorded result did not finish on the recorded run: nothing to replay.
     updates += [StateUpdate(t.result, t.name) for t in others if t.result is not None]
-    return await app.abulk_update_state(snap.config, [updates])
+    return dict(await app.abulk_update_state(snap.config, [updates]))
 
 
-async def alone(app: Any, snap: StateSnapshot, steps: Collection[str]) -> RunnableConfig:
+async def alone(app: Any, snap: StateSnapshot, steps: Collection[str]) -> dict[str, Any]:
     """The config to run from so that, of `snap`'s superstep, only `steps` run again (siblings
     keep their recorded writes). Without siblings: `snap`'s own config (a plain re-run).
 
@@ -55,7 +54,7 @@ async def alone(app: Any, snap: StateSnapshot, steps: Collection[str]) -> Runnab
     anything else on that thread in between."""
     others = siblings(snap, steps)
     if not others:
-        return snap.config
+        return dict(snap.config)
     saver = app.checkpointer
     recorded = await saver.aget_tuple(snap.config)
     writes: dict[str, list[tuple[str, Any]]] = {}
@@ -68,7 +67,7 @@ async def alone(app: Any, snap: StateSnapshot, steps: Collection[str]) -> Runnab
         if new_id is not None and writes.get(task.id):
             await saver.aput_writes(copy, writes[task.id], new_id)
     conf = copy["configurable"]
-    thread: RunnableConfig = {
+    thread: dict[str, Any] = {
         "configurable": {
             "thread_id": conf["thread_id"],
             "checkpoint_ns": conf.get("checkpoint_ns", ""),

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from fapo import fork
+from fapo import fork, reroll
 from fapo.cache import CallCache
 from fapo.checks import StepOracle, collect_oracles
 from fapo.errors import BudgetExhausted
@@ -67,6 +67,9 @@ class Trial(BaseModel):
     # (in at least half of the draws): evidence at the step even when a later defect still
     # breaks the final answer.
     local: bool = False
+    # Downstream sampling steps the intervention re-rolled: `repairs`/`tries` then count its
+    # repairs across their draws, and `repaired` says it beat their own resample rate (reroll.py).
+    rerolled: list[str] = []
 
 
 class Verdict(BaseModel):
@@ -217,6 +220,7 @@ class InterventionRunner:
             for nxt in snap.next:
                 before[nxt] = snap
         trials: list[Trial] = []
+        runs: dict[int, reroll.Branch] = {}  # trial index -> its run, for reroll.settle
         # A step whose calls all ran at temperature 0 has no draws to resample.
         sampling = {st for st, temp in llm_steps.items() if temp is None or temp > 0}
         if base >= PASS:
@@ -243,6 +247,7 @@ class InterventionRunner:
                 if value is not None:
                     cfg2 = await fork.with_update(app, snap, step, value)  # siblings kept
                     s = await resume(cfg2)
+                    runs[len(trials)] = reroll.Branch(app, (await app.aget_state(thread)).config)
                     trials.append(
                         Trial(
                             kind=Kind.ORACLE, step=step, repaired=self._repaired(s, base), score=s
@@ -291,6 +296,7 @@ class InterventionRunner:
                     rapp, None, await fork.alone(app, snap, {step}), interrupt_after=[step]
                 )
                 s = await resume(thread)
+                runs[len(trials)] = reroll.Branch(app, (await app.aget_state(thread)).config)
                 trials.append(
                     Trial(
                         kind=Kind.REFERENCE,
@@ -335,6 +341,19 @@ class InterventionRunner:
                     local=mended is not None and mended == changed,
                 )
             )
+            runs[len(trials) - 1] = reroll.Branch(vapp, (await vapp.aget_state(vthread)).config)
+        # An upstream repair that only re-rolled a downstream sampling step is not credited.
+        trials = await reroll.settle(
+            self,
+            ex,
+            trials,
+            runs,
+            order=order,
+            before=before,
+            sampling=sampling,
+            base=base,
+            draw_base=DRAW_BASE,
+        )
         return _verdict(ex.id, order, trials, llm_steps, base)
 
     # -- many examples -------------------------------------------------------------------------
