@@ -19,7 +19,7 @@ before: `update_state(as_node=step)` and a re-run from the checkpoint itself.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from langgraph.types import StateSnapshot, StateUpdate
@@ -77,3 +77,26 @@ async def alone(app: Any, snap: StateSnapshot, steps: Collection[str]) -> dict[s
     if head is None or head.config["configurable"]["checkpoint_id"] != conf["checkpoint_id"]:
         raise RuntimeError(f"fork of thread {conf['thread_id']} is not its head")
     return thread
+
+
+def in_superstep_order(
+    updates: list[tuple[str, Any]], before: Mapping[str, StateSnapshot]
+) -> list[tuple[str, Any]]:
+    """`updates` (node, update) as streamed, each run of consecutive sibling steps (steps the
+    recorded run scheduled from one checkpoint, `before[step]`) sorted by name: siblings stream
+    in the order they finish, which a live model varies from run to run, so two runs compared
+    position by position would name a sibling that merely finished first as the first change.
+    A chain without siblings comes back unchanged."""
+
+    def group(node: str) -> Any:
+        snap = before.get(node)
+        return snap.config["configurable"].get("checkpoint_id") if snap is not None else None
+
+    out: list[tuple[str, Any]] = []
+    run: list[tuple[str, Any]] = []
+    for item in updates:
+        if run and (group(item[0]) is None or group(item[0]) != group(run[0][0])):
+            out += sorted(run, key=lambda u: u[0])
+            run = []
+        run.append(item)
+    return out + sorted(run, key=lambda u: u[0])

@@ -321,13 +321,12 @@ class InterventionRunner:
                 (st for st in order if st in failing and self._checks_pass(ex, st, after.get(st))),
                 None,
             )
+            was, now = (fork.in_superstep_order(x, before) for x in (base_updates, ups))
             changed = next(
                 (
                     n
-                    for i, (n, u) in enumerate(ups)
-                    if i >= len(base_updates)
-                    or base_updates[i][0] != n
-                    or not _same(base_updates[i][1], u)
+                    for i, (n, u) in enumerate(now)
+                    if i >= len(was) or was[i][0] != n or not _same(was[i][1], u)
                 ),
                 None,
             )

@@ -119,3 +119,30 @@ def test_a_superstep_of_one_step_forks_as_update_state_and_a_plain_re_run() -> N
     config, start, values = asyncio.run(go())
     assert start == config
     assert values == {"x": 2, "a": 7, "out": 7}
+
+
+def test_siblings_compare_in_one_order_whatever_order_they_finished_in() -> None:
+    async def go(fan_out: bool) -> dict[str, Any]:
+        app = _graph([], fan_out=fan_out)
+        thread = {"configurable": {"thread_id": "t"}}
+        await app.ainvoke({"x": 1}, thread)
+        before: dict[str, Any] = {}
+        async for snap in app.aget_state_history(thread):
+            for nxt in snap.next:
+                before[nxt] = snap
+        return before
+
+    before = asyncio.run(go(True))
+    up, left, right, join = (
+        ("up", {"x": 2}),
+        ("left", {"a": 20}),
+        ("right", {"b": 201}),
+        ("join", {}),
+    )
+    finished = [up, left, right, join]
+    swapped = [up, right, left, join]
+    assert fork.in_superstep_order(swapped, before) == fork.in_superstep_order(finished, before)
+    assert swapped[1] != finished[1]  # position by position they differ at the siblings
+    # no siblings: the order is the chain's, untouched (even an odd one)
+    linear = asyncio.run(go(False))
+    assert fork.in_superstep_order([join, left, up], linear) == [join, left, up]
