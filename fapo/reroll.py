@@ -32,7 +32,7 @@ later ones are drawn at their recorded index, with whatever input the redraw giv
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -125,6 +125,7 @@ async def _rate(
     rolled: set[str],
     base: float,
     draw_base: int,
+    tick: Callable[[], None] | None,
 ) -> tuple[int, int]:
     """(repairs, draws) of the trial across the draws of `rolled` (its own run is draw 0)."""
     draws = max(runner.draws or 1, 1)
@@ -133,6 +134,8 @@ async def _rate(
         "configurable": {"thread_id": branch.end["configurable"]["thread_id"]}
     }
     for d in range(1, draws):
+        if tick is not None:
+            tick()
         start = await fork.alone(branch.app, at, rolled)
         token = SAMPLE.set(draw_base + d)
         try:
@@ -156,10 +159,11 @@ async def settle(
     sampling: Collection[str],
     base: float,
     draw_base: int,
+    tick: Callable[[], None] | None = None,
 ) -> list[Trial]:
     """`trials` with every repair of the earliest repaired steps that re-rolled a downstream
     sampling step measured across that step's draws (see the module doc); `branches` maps a
-    trial's index to its run."""
+    trial's index to its run; `tick` is asked before every extra draw (a run's wall clock)."""
     from fapo.interventions import Kind
 
     chance = {
@@ -182,7 +186,7 @@ async def settle(
                 # repairs, the one draw stands (no extra call).
                 out[i] = out[i].model_copy(update={"rerolled": sorted(rolled)})
                 continue
-            wins, draws = await _rate(runner, ex, out[i], branch, at, rolled, base, draw_base)
+            wins, draws = await _rate(runner, ex, out[i], branch, at, rolled, base, draw_base, tick)
             out[i] = out[i].model_copy(
                 update={
                     "repaired": wins / draws - odds >= MARGIN,

@@ -68,7 +68,9 @@ class _Runner:
 
 
 def _settled(
-    read_right: Callable[[int, int], bool], sampling: frozenset[str] = frozenset({"read"})
+    read_right: Callable[[int, int], bool],
+    sampling: frozenset[str] = frozenset({"read"}),
+    ticks: list[int] | None = None,
 ) -> tuple[Trial, list[int]]:
     """Record a run at x=3 (it fails), resample `read` alone over 3 draws, run the oracle at
     `pick` (x=4) and settle it: the oracle trial after settling, and `side`'s runs."""
@@ -115,6 +117,7 @@ def _settled(
             sampling=sampling,
             base=0.0,
             draw_base=DRAW_BASE,
+            tick=None if ticks is None else lambda: ticks.append(1),
         )
         return settled[0], side_runs[runs:]
 
@@ -123,8 +126,10 @@ def _settled(
 
 def test_an_upstream_repair_that_only_re_rolls_a_noisy_step_is_not_credited() -> None:
     # `read` fails at one sample index in three whatever its input: the failure is its noise.
-    trial, side_reruns = _settled(lambda x, i: (x + i) % 3 != 0)
+    ticks: list[int] = []
+    trial, side_reruns = _settled(lambda x, i: (x + i) % 3 != 0, ticks=ticks)
     assert trial.rerolled == ["read"]
+    assert len(ticks) == 2  # the run's clock is asked before each of the two extra draws
     assert (trial.repairs, trial.tries) == (2, 3)  # as often as resampling `read` alone (2/3)
     assert not trial.repaired
     assert side_reruns == []  # the draws redrew `read` alone
