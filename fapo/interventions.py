@@ -1,7 +1,9 @@
 """Interventions: re-run a failing example from one step with one thing changed and watch the score.
 
 The graph runs once per probed example under a LangGraph checkpointer (upstream model calls replay
-from the call cache), then forks from the checkpoint right before a step:
+from the call cache), then forks from the checkpoint right before a step (fapo/fork.py: a step that
+shares its superstep with siblings, on a fan-out graph, is forked alone, the siblings keeping their
+recorded writes):
 
 - *oracle*: the tenant's `@oracle(step)` value is written as that step's update
   (`update_state(config, values, as_node=step)`) and the graph resumes downstream;
@@ -33,6 +35,7 @@ import yaml
 from langchain_core.callbacks import BaseCallbackHandler
 from pydantic import BaseModel, ConfigDict
 
+from fapo import fork, reroll
 from fapo.cache import CallCache
 from fapo.checks import StepOracle, collect_oracles
 from fapo.errors import BudgetExhausted
@@ -75,6 +78,9 @@ class Trial(BaseModel):
     # (in at least half of the draws): evidence at the step even when a later defect still
     # breaks the final answer.
     local: bool = False
+    # Downstream sampling steps the intervention re-rolled: `repairs`/`tries` then count its
+    # repairs across their draws, and `repaired` says it beat their own resample rate (reroll.py).
+    rerolled: list[str] = []
 
 
 class Verdict(BaseModel):
@@ -273,6 +279,7 @@ class InterventionRunner:
             for nxt in snap.next:
                 before[nxt] = snap
         trials: list[Trial] = []
+        runs: dict[int, reroll.Branch] = {}  # trial index -> its run, for reroll.settle
         # A step whose calls all ran at temperature 0 has no draws to resample.
         sampling = {st for st, temp in llm_steps.items() if temp is None or temp > 0}
         if base >= PASS:
@@ -294,13 +301,13 @@ class InterventionRunner:
             snap = before.get(step)
             if snap is None:
                 continue
-            cfg = snap.config
             orc = self.oracles.get(step)
             if orc is not None:
                 value = orc.run(ex, dict(snap.values))
                 if value is not None:
-                    cfg2 = await app.aupdate_state(cfg, value, as_node=step)
+                    cfg2 = await fork.with_update(app, snap, step, value)  # siblings kept
                     s = await resume(cfg2)
+                    runs[len(trials)] = reroll.Branch(app, (await app.aget_state(thread)).config)
                     trials.append(
                         Trial(
                             kind=Kind.ORACLE, step=step, repaired=self._repaired(s, base), score=s
@@ -313,7 +320,8 @@ class InterventionRunner:
                 while d < draws:
                     token = SAMPLE.set(DRAW_BASE + d)
                     try:
-                        await self._run(app, None, cfg, interrupt_after=[step])
+                        start = await fork.alone(app, snap, {step})  # siblings not redrawn
+                        await self._run(app, None, start, interrupt_after=[step])
                     finally:
                         SAMPLE.reset(token)
                     if step in failing:
@@ -344,8 +352,11 @@ class InterventionRunner:
             ref = self.tenant.spec.models.get("reference")
             if ref and step in llm_steps:
                 rapp = self._app("reference", self.tenant, {**self.tenant.spec.models, "task": ref})
-                await self._run(rapp, None, cfg, interrupt_after=[step])
+                await self._run(
+                    rapp, None, await fork.alone(app, snap, {step}), interrupt_after=[step]
+                )
                 s = await resume(thread)
+                runs[len(trials)] = reroll.Branch(app, (await app.aget_state(thread)).config)
                 trials.append(
                     Trial(
                         kind=Kind.REFERENCE,
@@ -385,13 +396,12 @@ class InterventionRunner:
                 (st for st in order if st in failing and self._checks_pass(ex, st, after.get(st))),
                 None,
             )
+            was, now = (fork.in_superstep_order(x, before) for x in (base_updates, ups))
             changed = next(
                 (
                     n
-                    for i, (n, u) in enumerate(ups)
-                    if i >= len(base_updates)
-                    or base_updates[i][0] != n
-                    or not _same(base_updates[i][1], u)
+                    for i, (n, u) in enumerate(now)
+                    if i >= len(was) or was[i][0] != n or not _same(was[i][1], u)
                 ),
                 None,
             )
@@ -405,6 +415,20 @@ class InterventionRunner:
                     local=mended is not None and mended == changed,
                 )
             )
+            runs[len(trials) - 1] = reroll.Branch(vapp, (await vapp.aget_state(vthread)).config)
+        # An upstream repair that only re-rolled a downstream sampling step is not credited.
+        trials = await reroll.settle(
+            self,
+            ex,
+            trials,
+            runs,
+            order=order,
+            before=before,
+            sampling=sampling,
+            base=base,
+            draw_base=DRAW_BASE,
+            tick=self._tick,  # its extra draws honour the wall clock like every intervention
+        )
         return _verdict(ex.id, order, trials, llm_steps, base)
 
     # -- many examples -------------------------------------------------------------------------

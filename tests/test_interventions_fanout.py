@@ -1,14 +1,15 @@
 """Interventions on a fan-out graph (planted year-gap: `year_first` and `year_second` run in one
-superstep and join at `gap`). Three known flaws, owned by fapo/interventions.py, each pinned by a
-strict xfail so it fails loudly once fixed:
+superstep and join at `gap`). Three flaws fapo/interventions.py had there, each pinned here:
 
-- the oracle forks with `update_state(as_node=step)` from the checkpoint whose next tasks are both
-  siblings; LangGraph then treats the superstep as done, the sibling never runs and the join never
-  fires, so the oracle repairs nothing (replaying the siblings' recorded updates in the same
-  superstep, `abulk_update_state`, makes it repair: measured on a patched copy);
-- resampling a step re-runs its whole superstep at the new sample index, redrawing its siblings;
+- the oracle forked with `update_state(as_node=step)` from the checkpoint whose next tasks are
+  both siblings; LangGraph then treats the superstep as done, the sibling never runs and the join
+  never fires, so the oracle repaired nothing (fapo/fork.py now replays the siblings' recorded
+  updates in the same superstep, `abulk_update_state`);
+- resampling a step re-ran its whole superstep at the new sample index, redrawing its siblings
+  (fapo/fork.py now re-runs the step alone, the siblings' recorded writes kept);
 - an upstream intervention (oracle, parameter) that changes a sampling step's input re-rolls that
-  step's draw, and one lucky draw counts as a repair at the earlier step.
+  step's draw, and one lucky draw counted as a repair at the earlier step (fapo/reroll.py now
+  measures such a repair across the re-rolled step's draws against that step's own resample rate).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from fapo.evaluate import evaluate
 from fapo.interventions import InterventionRunner, Kind
@@ -41,9 +40,6 @@ def _probe_renamed() -> tuple[float, bool, bool]:
     return v.base_score, oracle.repaired, passes
 
 
-@pytest.mark.xfail(
-    strict=True, reason="interventions.py forks a fan-out superstep without its siblings"
-)
 def test_the_oracle_at_a_parallel_step_repairs_a_failure_it_causes() -> None:
     base, repaired, passes_when_fixed = _probe_renamed()
     assert base < 0.999 and passes_when_fixed  # the example fails only through year_second
@@ -74,7 +70,6 @@ def _probed(tmp_path: Path) -> list[Any]:
     return list(runner.probe_many(picked, {"year_first": 1.0, "year_second": 1.0}).values())
 
 
-@pytest.mark.xfail(strict=True, reason="interventions.py resamples a fan-out superstep whole")
 def test_resampling_one_parallel_step_does_not_redraw_its_sibling(tmp_path: Path) -> None:
     """`year_first`'s own draw is right in these failures, so resampling it alone cannot repair
     them; it does, because the resample re-runs the whole superstep at the new sample index and
@@ -84,7 +79,6 @@ def test_resampling_one_parallel_step_does_not_redraw_its_sibling(tmp_path: Path
         assert not first.repaired, v.example_id
 
 
-@pytest.mark.xfail(strict=True, reason="interventions.py takes one re-rolled draw as a repair")
 def test_an_upstream_intervention_that_only_redraws_a_noisy_step_is_not_the_cause(
     tmp_path: Path,
 ) -> None:
@@ -93,5 +87,9 @@ def test_an_upstream_intervention_that_only_redraws_a_noisy_step_is_not_the_caus
     and, being the earliest step, lookup/structure is the verdict for a flip at year_second (3 of
     3). A parameter move that changes a noisy step's input does the same. Resampling year_second
     itself repairs 2-3 of 3 draws: the cause is there."""
-    steps = [v.step for v in _probed(tmp_path)]
+    verdicts = _probed(tmp_path)
+    steps = [v.step for v in verdicts]
     assert all(s == "year_second" for s in steps), steps
+    for v in verdicts:  # the lookup oracle's repair was measured across year_second's draws
+        lookup = next(t for t in v.trials if t.kind == Kind.ORACLE and t.step == "lookup")
+        assert "year_second" in lookup.rerolled and lookup.tries > 1, v.example_id
