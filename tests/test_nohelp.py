@@ -29,6 +29,10 @@ def test_label_noise_stops_with_the_reason(tmp_path, monkeypatch, gating: str) -
     assert res.stop_reason.startswith("nothing can help")
     for level in ("prompt", "parameter", "structure"):
         assert f"{level}: no {level} move improves" in res.stop_reason
+    # the parameter level raced its single moves, then joint ones (max_tokens with a prompt move
+    # of the step it feeds): the reason reports both races, as both were paid
+    parameter = res.stop_reason.split("parameter: ", 1)[1]
+    assert "; joint moves: " in parameter.split("structure: ", 1)[0]
     assert res.best == "v000" and res.accepted == []
     decisions = [
         json.loads(p.read_text()) for p in sorted(res.run_dir.glob("variants/v*/decision.json"))

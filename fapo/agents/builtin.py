@@ -554,6 +554,7 @@ class BuiltinAgent:
             luck = []
         if self.train_score is not None:
             race, pick = self._race(moves, brief, workspace, repeats) if moves else (None, None)
+            earlier: list[racing.RaceResult] = []
             raced = len(moves)
             if pick is None and joint_ok:
                 # No single move gained: two defects of one step may repair only together.
@@ -561,6 +562,7 @@ class BuiltinAgent:
                     (m, c) for m, c in self._joint_moves(workspace, brief, race) if m not in tried
                 ]
                 if joint:
+                    earlier.append(race)  # reported beside the joint race: both were paid
                     race, pick = self._race(joint, brief, workspace, repeats)
                     raced = len(joint)
             if race is None:
@@ -572,10 +574,11 @@ class BuiltinAgent:
                 )
             base = race.base
             if pick is None:
+                summary = "; joint moves: ".join(r.summary() for r in [*earlier, race])
                 return Proposal(
-                    invocations=[inv.model_copy(update={"final_text": race.summary()})],
+                    invocations=[inv.model_copy(update={"final_text": summary})],
                     failure=f"no {brief.level} move improves the train score {base:.3f} "
-                    f"({race.summary()})",
+                    f"({summary})",
                     failure_kind=ProposalFailure.NO_IMPROVEMENT,
                 )
             best, mid, changes = pick
@@ -595,7 +598,7 @@ class BuiltinAgent:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
         # gating: every raced move where it stopped (examples scored, mean, gain, why dropped)
-        trials = race.trials() if self.train_score is not None else []
+        trials = [x for r in [*earlier, race] for x in r.trials()] if self.train_score is not None else []  # fmt: skip
         trials += [{"move": m, "examples": 0, "dropped": "sampling_only"} for m in luck]  # thrift:
         inv = inv.model_copy(update={"final_text": json.dumps(trials), "usage": AgentUsage()})
         return Proposal(rationale=f"[{mid}] {note}", invocations=[inv])
