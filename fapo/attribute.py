@@ -18,6 +18,7 @@ from typing import Any
 
 from fapo.agents.base import Agent, AttributionRequest, Cluster
 from fapo.artifacts import copy_transcripts
+from fapo.intervention_records import Kind
 from fapo.records import AgentAttribution, Attribution, Example, Level
 from fapo.tenant import Tenant
 
@@ -207,7 +208,6 @@ def _llm_steps(records: list[dict[str, Any]]) -> dict[str, float | None]:
 
 def _evidence(verdicts: list[Any]) -> list[str]:
     """Per intervention, how many of these sampled failures it repaired."""
-    from fapo.interventions import Kind
 
     n = len(verdicts)
     tally: dict[tuple[str, str, str], list[int]] = {}
@@ -243,7 +243,6 @@ def _evidence(verdicts: list[Any]) -> list[str]:
 
 def _intervention_cause(v: Any, ladder: tuple[str, str, str]) -> tuple[str, str, str]:
     """(step, cause, level) for a repaired example; keeps the ladder's words when they agree."""
-    from fapo.interventions import Kind
 
     l_step, l_cause, l_level = ladder
     step, level = v.step, v.level

@@ -28,19 +28,18 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import yaml
 from langchain_core.callbacks import BaseCallbackHandler
-from pydantic import BaseModel, ConfigDict
 
 from fapo import fork, reroll
 from fapo.cache import CallCache
 from fapo.checks import StepOracle, collect_oracles
 from fapo.errors import BudgetExhausted
+from fapo.intervention_records import Kind, Trial, Verdict
 from fapo.llm import Meter, ModelFactory
-from fapo.records import Example, Level
+from fapo.records import Example
 from fapo.runtime import RECORDER, REPEAT, SAMPLE
 from fapo.tenant import Tenant, _import_file
 
@@ -53,49 +52,6 @@ DRAW_BASE = 100
 class ClockStop(BudgetExhausted):
     """The run's wall-clock budget ran out inside an attribution: unlike the intervention cap
     (which ends interventions and lets the ladder keep the rest), it stops the run."""
-
-
-class Kind(StrEnum):
-    ORACLE = "oracle"
-    RESAMPLE = "resample"
-    PARAMETER = "parameter"
-    REFERENCE = "reference"
-
-
-class Trial(BaseModel):
-    """One intervention on one example and what the final score did."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Kind
-    step: str  # where it intervened (parameter: the first step whose output changed)
-    detail: str = ""  # "k=8", "3 draws", …
-    repaired: bool
-    score: float
-    repairs: int = 0  # draws that repaired (resample), else 0/1
-    tries: int = 1
-    # The step's own checks (checks.py), failing on the recorded run, pass after the intervention
-    # (in at least half of the draws): evidence at the step even when a later defect still
-    # breaks the final answer.
-    local: bool = False
-    # Downstream sampling steps the intervention re-rolled: `repairs`/`tries` then count its
-    # repairs across their draws, and `repaired` says it beat their own resample rate (reroll.py).
-    rerolled: list[str] = []
-
-
-class Verdict(BaseModel):
-    """The earliest step an intervention repaired, and the level that intervention points to."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    example_id: str
-    step: str | None  # None: no intervention repaired this failure (the ladder keeps it)
-    level: Level | None = None
-    kind: Kind | None = None
-    detail: str = ""
-    trials: list[Trial]
-    base_score: float = 0.0
-    note: str = ""
 
 
 def load_oracles(tenant: Tenant) -> dict[str, StepOracle]:

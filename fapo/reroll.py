@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langgraph.types import StateSnapshot
 
 from fapo import fork
+from fapo.intervention_records import Kind, Trial
 from fapo.runtime import SAMPLE
 
 if TYPE_CHECKING:
-    from fapo.interventions import Trial
     from fapo.records import Example
 
 #: The repair rate across the re-rolled step's draws must beat that step's own resample repair
@@ -164,8 +164,6 @@ async def settle(
     """`trials` with every repair of the earliest repaired steps that re-rolled a downstream
     sampling step measured across that step's draws (see the module doc); `branches` maps a
     trial's index to its run; `tick` is asked before every extra draw (a run's wall clock)."""
-    from fapo.interventions import Kind
-
     chance = {
         t.step: t.repairs / t.tries for t in trials if t.kind == Kind.RESAMPLE and t.tries > 0
     }
