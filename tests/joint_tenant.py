@@ -22,6 +22,8 @@ import random
 import sys
 from pathlib import Path
 
+from tenant_kit import EXACT_SCORER, invented, write_splits
+
 SPLITS = {"train": 48, "val": 36, "test": 36}
 SINGLE_HOP = 1 / 3  # share of questions that ask for the bindery itself (they always pass)
 
@@ -65,10 +67,6 @@ def build(ctx: Any) -> StateGraph:
     return graph
 """
 
-SCORER = """
-def score(example, prediction):
-    return float(str(prediction or "").strip().lower() == str(example.label).lower())
-"""
 
 ANSWER = """Answer the question from the catalogue cards. Answer with only the final answer, no explanation.
 
@@ -96,13 +94,8 @@ budget: {max_variants: 12}
 target_score: 0.95
 """
 
-SYL = ("ka", "lo", "mi", "ren", "tor", "vi", "sa", "du", "pel", "gar", "on", "bri", "zel", "ham")
 TOWN_HEADS = ("Port", "Fort", "Saint", "Glen", "Mount", "Lake")
 TOWN_TAILS = ("Reach", "Crossing", "Landing", "Hollow", "Ferry", "Heights")
-
-
-def _name(rng: random.Random, parts: int) -> str:
-    return "".join(rng.choice(SYL) for _ in range(parts)).capitalize()
 
 
 def write(root: Path, seed: int = 1213) -> Path:
@@ -114,8 +107,8 @@ def write(root: Path, seed: int = 1213) -> Path:
     binderies: dict[str, str] = {}
     towns: dict[str, str] = {}
     while len(binderies) < 24:
-        bindery = f"{_name(rng, 3)} Bindery"
-        town = f"{rng.choice(TOWN_HEADS)} {_name(rng, 2)} {rng.choice(TOWN_TAILS)}"
+        bindery = f"{invented(rng, 3)} Bindery"
+        town = f"{rng.choice(TOWN_HEADS)} {invented(rng, 2)} {rng.choice(TOWN_TAILS)}"
         if bindery not in binderies and town not in towns.values():
             towns[bindery] = town
             binderies[bindery] = (
@@ -126,7 +119,7 @@ def write(root: Path, seed: int = 1213) -> Path:
     rows = []
     n = sum(SPLITS.values())
     while len(rows) < n:
-        title = f"{_name(rng, 2)} {_name(rng, 2)} Codex"
+        title = f"{invented(rng, 2)} {invented(rng, 2)} Codex"
         if title in manuscripts:
             continue
         bindery = rng.choice(names)
@@ -150,15 +143,9 @@ def write(root: Path, seed: int = 1213) -> Path:
         json.dumps({"manuscripts": manuscripts, "binderies": binderies}, indent=0),
         encoding="utf-8",
     )
-    start = 0
-    for split, size in SPLITS.items():
-        part = rows[start : start + size]
-        start += size
-        (t / "data" / f"{split}.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in part), encoding="utf-8"
-        )
+    write_splits(t, rows, SPLITS)
     (t / "chain.py").write_text(CHAIN, encoding="utf-8")
-    (t / "scorer.py").write_text(SCORER, encoding="utf-8")
+    (t / "scorer.py").write_text(EXACT_SCORER, encoding="utf-8")
     (t / "prompts" / "answer.md").write_text(ANSWER, encoding="utf-8")
     (t / "params.yaml").write_text(
         "answer_max_tokens: 2   # output length limit of the answer step\n", encoding="utf-8"

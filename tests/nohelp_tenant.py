@@ -14,6 +14,8 @@ import random
 import sys
 from pathlib import Path
 
+from tenant_kit import EXACT_SCORER, invented, write_splits
+
 NOISE = 0.25  # share of rows whose label names the wrong city
 SPLITS = {"train": 80, "val": 40, "test": 40}
 
@@ -62,10 +64,6 @@ def build(ctx: Any) -> StateGraph:
     return graph
 """
 
-SCORER = """
-def score(example, prediction):
-    return float(str(prediction or "").strip().lower() == str(example.label).lower())
-"""
 
 ANSWER = "Answer with only the answer.\n\nQuestion: {question}\n\n{passages}\n"
 
@@ -85,12 +83,6 @@ budget: {max_variants: 12}
 target_score: 0.95
 """
 
-SYL = ("ka", "lo", "mi", "ren", "tor", "vi", "sa", "du", "pel", "gar", "on", "bri", "zel", "ham")
-
-
-def _name(rng: random.Random, parts: int) -> str:
-    return "".join(rng.choice(SYL) for _ in range(parts)).capitalize()
-
 
 def write(root: Path, seed: int = 1717) -> Path:
     """Write the tenant folder `root/nohelp`; returns it."""
@@ -101,10 +93,10 @@ def write(root: Path, seed: int = 1717) -> Path:
     n = sum(SPLITS.values())
     people: list[str] = []
     while len(people) < n:
-        p = f"{_name(rng, 2)} {_name(rng, 3)}"
+        p = f"{invented(rng, 2)} {invented(rng, 3)}"
         if p not in people:
             people.append(p)
-    cities = sorted({_name(rng, 3) for _ in range(200)})
+    cities = sorted({invented(rng, 3) for _ in range(200)})
     facts, rows = {}, []
     for i, person in enumerate(people):
         city = rng.choice(cities)
@@ -116,15 +108,9 @@ def write(root: Path, seed: int = 1717) -> Path:
         label = rng.choice([c for c in cities if c != city]) if rng.random() < NOISE else city
         rows.append({"id": f"n{i:03d}", "inputs": {"person": person}, "label": label})
     (t / "corpus" / "facts.json").write_text(json.dumps(facts, indent=0), encoding="utf-8")
-    start = 0
-    for split, size in SPLITS.items():
-        part = rows[start : start + size]
-        start += size
-        (t / "data" / f"{split}.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in part), encoding="utf-8"
-        )
+    write_splits(t, rows, SPLITS)
     (t / "chain.py").write_text(CHAIN, encoding="utf-8")
-    (t / "scorer.py").write_text(SCORER, encoding="utf-8")
+    (t / "scorer.py").write_text(EXACT_SCORER, encoding="utf-8")
     (t / "prompts" / "answer.md").write_text(ANSWER, encoding="utf-8")
     (t / "params.yaml").write_text("k: 2\ntemperature: 0.0\nmax_tokens: 64\n", encoding="utf-8")
     (t / "tenant.yaml").write_text(TENANT, encoding="utf-8")
