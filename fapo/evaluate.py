@@ -384,6 +384,7 @@ async def aevaluate(
     callbacks: Sequence[Any] = (),
     variant: str | None = None,
     ids: Collection[str] | None = None,
+    draws: Collection[tuple[str, int]] | None = None,
     sandbox: bool = True,
 ) -> EvalSummary:
     """Evaluate `tenant` (a variant) on `split`. See module docstring.
@@ -393,7 +394,9 @@ async def aevaluate(
     repeat); LangSmith joins through its own environment variables. `variant` names the variant
     in those labels (default: `fp-` and the first 8 characters of its fingerprint). `ids`: only
     these examples of the split (the built-in agent's minibatches, `fapo.racing`; a look of
-    sequential acceptance, `fapo.sequential`), all when None.
+    sequential acceptance, `fapo.sequential`), all when None. `draws`: only these (id, repeat)
+    pairs among those (a look of a draw-by-draw comparison, `fapo.noise`; a draw's calls carry
+    its repeat, so it scores the same as in a full evaluation).
 
     A variant whose chain.py is not the tenant folder's own (the `code` level) is evaluated in a
     sandboxed worker (fapo/worker.py, docs/security.md); where bubblewrap cannot run that is
@@ -422,8 +425,11 @@ async def aevaluate(
     total = min(total, limit) if limit is not None else total
     only = None if ids is None else frozenset(ids)  # gating: a minibatch of the split
     total = total if only is None else min(total, len(only))
+    pairs = None if draws is None else frozenset((i, r) for i, r in draws if r < repeats)
     partial = out_dir / "results.jsonl.partial" if out_dir else None
     subset = "" if only is None else " ids=" + hashlib.sha256("\n".join(sorted(only)).encode()).hexdigest()[:16]  # fmt: skip
+    if pairs is not None:  # moves: a look of draws pays for those draws only
+        subset += " draws=" + hashlib.sha256("\n".join(f"{i}#{r}" for i, r in sorted(pairs)).encode()).hexdigest()[:16]  # fmt: skip
     key = f"{tenant.fingerprint()} {split} repeats={repeats} limit={limit}{subset}"
     kept = _finished_before(partial, key) if partial else []  # progress: an interrupted run's
     skip = {(r["index"], r["repeat"]) for r in kept}
@@ -432,7 +438,7 @@ async def aevaluate(
         for i, ex in enumerate(tenant.examples(split))
         if (limit is None or i < limit) and (only is None or ex.id in only)
         for r in range(repeats)
-        if (i, r) not in skip
+        if (i, r) not in skip and (pairs is None or (ex.id, r) in pairs)
     )
     labels = _Labels(
         tenant.name,
@@ -451,6 +457,7 @@ async def aevaluate(
             agg.add(record)
             fh.write(json.dumps(record, default=str) + "\n")
     done = len(kept)
+    planned = total * repeats if pairs is None else min(total * repeats, len(pairs))
     t0 = time.perf_counter()
     failure: BaseException | None = None
 
@@ -473,7 +480,7 @@ async def aevaluate(
             done += 1
             if on_progress:
                 try:  # progress: the hook may stop the evaluation (a spent wall-clock budget)
-                    on_progress(done, total * repeats)
+                    on_progress(done, planned)
                 except BaseException as exc:  # like a budget: no new example starts, the
                     failure = failure or exc  # ones in flight finish and are kept
                     return

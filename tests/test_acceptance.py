@@ -200,6 +200,28 @@ def test_staged_decide_evaluates_only_the_looks_it_needs() -> None:
     assert d.accepted and sum(map(len, asked)) == d.stats["n"] and len(set().union(*asked)) == d.stats["n"]  # fmt: skip
 
 
+def test_a_lazy_incumbent_is_scored_on_the_looks_walked_and_decides_as_an_eager_one() -> None:
+    """With `incumbent_look` the incumbent's scores come look by look: a candidate stopped at look
+    1 asks for look 1's examples only, and every decision equals the one on complete scores."""
+    rule = GroupSequential(AcceptanceSpec(resamples=500))
+    for wins, losses in [(set(), {0, 1, 2, 3}), (set(range(40)), set()), ({1, 5, 9}, {2})]:
+        cand, inc = _table(40, wins=wins, losses=losses)
+        asked: list[list[str]] = []
+
+        def inc_look(k: int, ids: list[str], inc=inc) -> dict[str, float]:
+            asked.append(ids)
+            return {i: inc[i] for i in ids}
+
+        lazy = SimpleNamespace(scores={}, mean=0.5)
+        look = lambda k, ids, cand=cand: {i: cand[i] for i in ids}  # noqa: E731
+        got = staged_decide(rule, "v", "i", lazy, look, [], None, 12, inc_look, sorted(inc))
+        eager = staged_decide(rule, "v", "i", SimpleNamespace(scores=inc, mean=0.5), look, [], None, 12)  # fmt: skip
+        assert (got.status, got.reason) == (eager.status, eager.reason)
+        assert sum(map(len, asked)) == got.stats["n"]  # no incumbent example beyond the looks
+        assert len(set().union(*asked)) == got.stats["n"]
+    assert len(asked) == 3 and got.stats["n"] == 40  # the last table went to the final look
+
+
 def _decision(accepted: bool, level: float, horizon: int = 12) -> DecisionRecord:
     return DecisionRecord(
         variant="v",

@@ -50,13 +50,22 @@ def test_the_loop_compares_sampling_variants_on_repeated_draws(tmp_path: Path) -
     res = run(hot, RunOptions(agent="builtin", run_id="hot", budget={"max_variants": 2}), settings)
     keys = _eval_keys(res.run_dir)
     r = f"val-r{noise.COMPARISON_REPEATS}"
-    # the candidate's first look tells that it samples; its looks then run on the draws
-    assert f"v000/{r}" in keys and f"v001/look1/{r}" in keys
+    # the candidate's first look tells that it samples; its looks then run on the draws, and
+    # the incumbent's draws are evaluated look by look too, never its whole val up front
+    assert f"v001/look1/{r}" in keys and f"v000/look1/{r}" in keys and f"v000/{r}" not in keys
     decision = json.loads((res.run_dir / "variants" / "v001" / "decision.json").read_text())
+    n_val = json.loads((res.run_dir / "variants" / "v000" / "eval" / "val" / "summary.json").read_text())["n"]  # fmt: skip
     # the decision was taken on the repeated draws, draw by draw
-    summary = json.loads((res.run_dir / "variants" / "v000" / "eval" / r / "summary.json").read_text())  # fmt: skip
-    assert summary["repeats"] == noise.COMPARISON_REPEATS
-    assert decision["stats"]["n_total"] == summary["n"] * noise.COMPARISON_REPEATS
+    assert decision["stats"]["n_total"] == n_val * noise.COMPARISON_REPEATS
+    # each look evaluated exactly the draws it added, on both sides (the same draws)
+    looks = len(decision["stats"]["looks"])
+    for side in ("v000", "v001"):
+        drawn = []
+        for k in range(1, looks + 1):
+            lines = (res.run_dir / "variants" / side / "eval" / f"{r}-look{k}" / "results.jsonl").read_text().splitlines()  # fmt: skip
+            drawn += [(x["id"], x["repeat"]) for x in map(json.loads, lines)]
+        assert len(drawn) == len(set(drawn)) == decision["stats"]["n"], side
+        assert {rep for _, rep in drawn} == set(range(noise.COMPARISON_REPEATS))
     # and it is accepted: temperature 0 removes the noise (one draw per example: p = 0.12)
     assert decision["status"] == "accepted", decision["reason"]
     assert res.val[res.best] == 1.0
@@ -92,3 +101,24 @@ def test_draw_level_comparison_holds_alpha_in_an_aa_test(project, tmp_path: Path
         accepted += PairedImprovement(spec, seed=i).decide(pair[1], pair[0]).accepted
     assert nonzero > trials * 2, "the simulator at temperature 0.8 should differ draw by draw"
     assert accepted <= _ceiling(trials, spec.alpha), accepted
+
+
+def test_an_evaluation_of_some_draws_pays_for_those_and_scores_them_as_in_a_full_one(
+    project, tmp_path: Path
+) -> None:
+    """`draws=` evaluates exactly the (id, repeat) pairs asked for, and each draw scores what it
+    scores in the evaluation of every draw (a draw's calls carry its repeat), so a look of draws
+    can stand in for the full evaluation of those draws."""
+    t = load_tenant("demo-qa", project)
+    v = t.variant(fixed_files_at(t, 0.8))
+    reps = noise.COMPARISON_REPEATS
+    full = evaluate(v, "val", use_cache=False, repeats=reps, out_dir=tmp_path / "full", limit=12)
+    every = noise.on_draws(full, tmp_path / "full" / "results.jsonl").scores
+    ids = sorted({k.rsplit("#", 1)[0] for k in every})
+    pairs = [(i, (n * 3) % reps) for n, i in enumerate(ids[:8])] + [(ids[0], reps - 1)]
+    part = evaluate(v, "val", use_cache=False, repeats=reps, out_dir=tmp_path / "part", ids={i for i, _ in pairs}, draws=pairs)  # fmt: skip
+    got = noise.on_draws(part, tmp_path / "part" / "results.jsonl").scores
+    assert sorted(got) == sorted(f"{i}#{r}" for i, r in pairs)
+    assert {k: every[k] for k in got} == got
+    assert len({every[k] for k in every}) > 1  # the draws do differ: the check can fail
+    assert 0 < part.calls < full.calls * len(pairs) / len(every) * 1.5
