@@ -208,7 +208,7 @@ def test_a_lazy_incumbent_is_scored_on_the_looks_walked_and_decides_as_an_eager_
         cand, inc = _table(40, wins=wins, losses=losses)
         asked: list[list[str]] = []
 
-        def inc_look(k: int, ids: list[str], inc=inc) -> dict[str, float]:
+        def inc_look(k: int, ids: list[str], inc=inc, asked=asked) -> dict[str, float]:
             asked.append(ids)
             return {i: inc[i] for i in ids}
 
