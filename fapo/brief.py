@@ -14,6 +14,7 @@ from fapo.catalogue import Outline, prompt_steps
 from fapo.context import placeholders
 from fapo.history import plateau
 from fapo.joint import joint_pairs, read_records
+from fapo.param_effects import sampling_keys
 from fapo.records import Cluster, Level
 from fapo.tenant import Tenant
 from fapo.workspace import allowed_files
@@ -82,6 +83,8 @@ def build_brief(
         param_values=dict(inc.tenant.params) if parameter else {},
         # key -> prompts of the step it feeds: what a joint change may pair (fapo/joint.py)
         joint=joint_pairs(inc.tenant, read_records(inc.train_results)) if parameter else {},
+        # keys measured to act as a sampling temperature (the built-in agent's thrift)
+        sampling=sorted(sampling_keys(inc.tenant)) if parameter else [],
         history=list(history),
         rules=[*RULES, SYNTHETIC_RULE],
         steps=list(outline.steps) if outline else [],

@@ -39,6 +39,7 @@ from fapo.checks import StepOracle, collect_oracles
 from fapo.errors import BudgetExhausted
 from fapo.intervention_records import Kind, Trial, Verdict
 from fapo.llm import Meter, ModelFactory
+from fapo.param_effects import sampling_keys
 from fapo.records import Example
 from fapo.runtime import RECORDER, REPEAT, SAMPLE
 from fapo.tenant import Tenant, _import_file
@@ -65,10 +66,15 @@ def load_oracles(tenant: Tenant) -> dict[str, StepOracle]:
 
 
 def parameter_moves(tenant: Tenant) -> list[tuple[str, Any]]:
-    """Declared parameters moved within bounds: min, middle and max of a range (temperature-like
-    parameters only down to their minimum: raising randomness can only repair by luck), every
-    other value of a bool or a short choice list."""
+    """Declared parameters moved within bounds: min, middle and max of a range (a sampling key,
+    one whose move only raises a built model's temperature, `param_effects.sampling_keys`, only
+    down to its minimum: raising randomness can only repair by luck), every other value of a
+    bool or a short choice list."""
     current = tenant.params
+    # What a key feeds is measured by building the chain, never read from its name. A chain not
+    # built here (candidate code, a build error) has no sampling keys: each range then gets its
+    # full min/middle/max (more moves, never a repair left untried).
+    sampling = sampling_keys(tenant)
     moves: list[tuple[str, Any]] = []
     for name, ps in tenant.spec.params.items():
         if ps.type == "bool":
@@ -77,7 +83,7 @@ def parameter_moves(tenant: Tenant) -> list[tuple[str, Any]]:
             values = list(ps.choices or [])[:6]
         else:
             lo, hi = float(ps.min or 0), float(ps.max or 0)
-            values = [lo] if "temperature" in name.lower() else [lo, (lo + hi) / 2, hi]
+            values = [lo] if name in sampling else [lo, (lo + hi) / 2, hi]
             if ps.type == "int":
                 values = [int(round(v)) for v in values]
             else:

@@ -30,15 +30,12 @@ import yaml
 
 from fapo.candidate import is_candidate_code
 from fapo.catalogue import prompt_steps
-from fapo.errors import FapoError
+from fapo.param_effects import SAMPLING, model_settings, probe_values
 from fapo.tenant import Tenant
 
 #: Result records read for the binding: settings and prompts are the same for every example of
 #: a step (they come from build(ctx)), so a few records show every step that ran.
 RECORDS = 20
-#: Model settings a joint key may not be: a sampling temperature's defect is noise, repaired by
-#: lowering it alone (a single move); paired with a prompt it only adds draws to race.
-SAMPLING = frozenset({"temperature"})
 #: Where a prompt change may accompany a key: the level a joint candidate counts as.
 JOINT_LEVEL = "parameter"
 
@@ -57,36 +54,6 @@ def read_records(path: Path | None, limit: int = RECORDS) -> list[dict[str, Any]
     return out
 
 
-def _model_settings(tenant: Tenant, params: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """Settings of every chat model `build(ctx)` creates, in creation order (None: no build)."""
-    from fapo.validate import null_factory
-
-    if is_candidate_code(tenant):  # sealing: candidate chain code is built in the worker only
-        return None
-    made: list[dict[str, Any]] = []
-    factory = null_factory(dict(tenant.spec.models))
-
-    def recording(role: str = "task", **settings: Any) -> Any:
-        made.append({"role": role, **settings})
-        return factory(role, **settings)
-
-    try:
-        tenant.build(recording, params=params)
-    except FapoError:
-        return None
-    return made
-
-
-def _probe_values(tenant: Tenant, name: str) -> list[Any]:
-    """Values of `name` within its bounds other than the current one (for the binding)."""
-    spec = tenant.spec.params[name]
-    if spec.type == "bool":
-        return [not tenant.params.get(name)]
-    if spec.type == "choice":
-        return [c for c in spec.choices or [] if c != tenant.params.get(name)]
-    return [v for v in (spec.min, spec.max) if v is not None and v != tenant.params.get(name)]
-
-
 def _matches(built: Mapping[str, Any], recorded: Mapping[str, Any]) -> bool:
     keys = [k for k in built if k != "role"]
     return bool(keys) and all(recorded.get(k) == built[k] for k in keys)
@@ -98,12 +65,12 @@ def key_steps(
     """Steps whose model calls the key feeds (empty when none can be shown: fail-closed)."""
     if name not in tenant.spec.params:
         return set()
-    base = _model_settings(tenant, tenant.params)
+    base = model_settings(tenant, tenant.params)
     if base is None:
         return set()
     changed: list[dict[str, Any]] = []
-    for value in [*values, *_probe_values(tenant, name)]:
-        moved = _model_settings(tenant, {**tenant.params, name: value})
+    for value in [*values, *probe_values(tenant, name)]:
+        moved = model_settings(tenant, {**tenant.params, name: value})
         if moved is None or len(moved) != len(base):
             return set()  # the key changes what the chain builds: not a setting of one step
         changed += [

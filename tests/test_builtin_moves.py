@@ -215,7 +215,11 @@ def test_a_temperature_raise_where_nothing_samples_is_not_raced(
     tmp_path: Path, temperature: float | None, new: str, luck: bool
 ) -> None:
     ws = _param_ws(tmp_path)
-    assert builtin._luck_only({"params.yaml": new}, ws, _brief([], temperature)) is luck
+    # the engine measured `temperature` as a sampling key (fapo/param_effects.py)
+    brief = _brief([], temperature).model_copy(update={"sampling": ["temperature"]})
+    assert builtin._luck_only({"params.yaml": new}, ws, brief) is luck
+    # a key the engine did not measure as one is raced, whatever its name
+    assert not builtin._luck_only({"params.yaml": new}, ws, _brief([], temperature))
 
 
 @pytest.mark.parametrize(("temperature", "luck"), [(0.0, True), (0.8, False)])
@@ -249,6 +253,7 @@ def test_sampling_only_moves_are_left_out_of_the_race_and_listed(tmp_path: Path)
                 "temperature": {"type": "float", "min": 0.0, "max": 1.0},
                 "k": {"type": "int", "min": 1, "max": 3},
             },
+            "sampling": ["temperature"],
         }
     )
     prop = builtin.BuiltinAgent(train_score=score).propose(brief, ws)

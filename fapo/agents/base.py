@@ -83,6 +83,8 @@ class Brief(Record):
     param_values: dict[str, Any] = Field(default_factory=dict)  # current params (parameter)
     # parameter level: key -> prompt files of the same step it may change together with (joint)
     joint: dict[str, list[str]] = Field(default_factory=dict)
+    # parameter level: keys that only raise a built model's temperature (fapo/param_effects.py)
+    sampling: list[str] = Field(default_factory=list)
     prompts: list[PromptInfo] = Field(default_factory=list)  # prompt/structure levels
     context_files: dict[str, str] = Field(default_factory=dict)  # context/ file -> what it is
     techniques: list[str] = Field(default_factory=list)

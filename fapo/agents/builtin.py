@@ -158,9 +158,12 @@ def _step_temperatures(brief: Brief) -> dict[str, float | None]:
 
 def _luck_only(changes: dict[str, str | None], ws: Path, brief: Brief) -> bool:
     """Does the move only add sampling where no traced call samples? Then it cannot gain on train
-    except by a lucky draw: a raised temperature-like parameter when every traced call ran at
-    temperature 0 (the race scores one draw), or a majority vote at a step whose calls all ran at
-    temperature 0 (its samples are one answer repeated; 7 samples cost 7 calls an example).
+    except by a lucky draw: a raised sampling key (`brief.sampling`: measured by building the
+    chain, fapo/param_effects.py, never guessed from the key's name) when every traced call ran
+    at temperature 0 (the race scores one draw), or a majority vote at a step whose calls all ran
+    at temperature 0 (its samples are one answer repeated; 7 samples cost 7 calls an example).
+    A key the engine could not measure (candidate chain code, a build error, a key read only at
+    run time) is not in `brief.sampling`: its raise is raced (the safe side).
     Measured on the demos (bench/loop_cost.py): 88 calls of each run's proposals went to these
     moves, and none gained (attribution's interventions skip raising randomness for the same
     reason)."""
@@ -173,7 +176,7 @@ def _luck_only(changes: dict[str, str | None], ws: Path, brief: Brief) -> bool:
         moved = [k for k in new if new.get(k) != old.get(k)]
         return (
             len(moved) == 1
-            and "temperature" in moved[0].lower()
+            and moved[0] in brief.sampling
             and isinstance(new[moved[0]], int | float)
             and new[moved[0]] > (old.get(moved[0]) or 0)
         )
