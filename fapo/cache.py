@@ -2,6 +2,7 @@
 
 Key = sha256(model spec, call settings, messages, repeat index, sample index). So re-evaluating a
 variant whose upstream steps are unchanged replays those calls for free; only changed steps pay.
+A call at temperature 0 is keyed at repeat 0, sample 0 (`fapo.llm.greedy`): it has no draws.
 """
 
 from __future__ import annotations

@@ -42,6 +42,19 @@ def _messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     return [{"role": m.type, "content": m.content} for m in messages]
 
 
+def greedy(settings: dict[str, Any]) -> bool:
+    """Does a call with these settings ask for no sampling (an explicit temperature 0)? Then it
+    has no draws: its repeats and a vote's samples are one answer, and the cache keys them as one
+    call. The engine treats temperature 0 as deterministic everywhere (comparisons take draws
+    only when a call ran above 0; a vote at 0 is not raced; interventions do not resample it);
+    caching the repeats makes that true of real providers too, whose temperature-0 answers vary
+    only by serving noise. Measured: in a race with 3 repeats, every temperature-0 step upstream
+    or downstream of the one sampling step paid its call 3 times for the same messages. Unset
+    temperatures (the provider's default, usually 1) keep their draws."""
+    t = settings.get("temperature")
+    return isinstance(t, int | float) and not isinstance(t, bool) and float(t) == 0.0
+
+
 class InstrumentedChatModel(BaseChatModel):
     """Cache → (budget, rate limit, provider attempt, classify)×retries → answer or step error.
 
@@ -74,7 +87,8 @@ class InstrumentedChatModel(BaseChatModel):
 
     def _key(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> str:
         settings = {**self.call_settings, **({"stop": stop} if stop else {}), **kwargs}
-        return call_key(self.spec, settings, _messages(messages), REPEAT.get(), SAMPLE.get())
+        draw = (0, 0) if greedy(settings) else (REPEAT.get(), SAMPLE.get())
+        return call_key(self.spec, settings, _messages(messages), *draw)
 
     def _lookup(self, key: str) -> ChatResult | None:
         if self.call_cache is None:
