@@ -47,10 +47,27 @@ def test_no_cache_issues_every_call(project):
     assert a.calls == b.calls > 0 and b.cache_hits == 0
 
 
-def test_repeat_index_is_part_of_the_key(project, tmp_path):
+def test_temperature_0_calls_are_one_call_across_repeats_and_sampling_ones_are_not(
+    project, tmp_path
+):
+    """A call at temperature 0 has no draws: its repeats replay repeat 0 (same answers, no new
+    call); at a temperature above 0 every repeat of the sampling step is its own call."""
+    import yaml
+
     v = _fixed(project)
-    cache = CallCache(tmp_path / "c.sqlite")
-    one = evaluate(v, "val", cache=cache, repeats=1)
-    two = evaluate(v, "val", cache=cache, repeats=2)
-    assert two.calls == one.calls  # repeat 0 replayed, repeat 1 issued fresh
+    params = yaml.safe_load(v.files["params.yaml"])
+    assert params["temperature"] == 0
+    cache = CallCache(tmp_path / "cache.sqlite")
+    once = evaluate(v, "val", cache=cache, limit=10)
+    thrice = evaluate(v, "val", cache=cache, limit=10, repeats=3, out_dir=tmp_path / "r3")
+    assert once.calls > 0 and thrice.calls == 0 and thrice.cache_hits == 3 * once.calls
+    assert thrice.scores == once.scores
+    hot = v.variant({"params.yaml": yaml.safe_dump({**params, "temperature": 0.9})})
+    h1 = evaluate(hot, "val", cache=cache, limit=10)
+    h3 = evaluate(hot, "val", cache=cache, limit=10, repeats=3)
+    # the answer step samples: repeats 1 and 2 are new calls; hop_retrieve (temperature 0,
+    # the same messages) replays
+    assert h1.steps["answer"]["calls"] > 0
+    assert h3.steps["answer"]["calls"] == 2 * h1.steps["answer"]["calls"]
+    assert h3.steps["hop_retrieve"]["calls"] == 0
     cache.close()
