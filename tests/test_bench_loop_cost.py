@@ -67,3 +67,51 @@ def test_scores_compare_rounded_to_six_decimals() -> None:
     assert at_least(today, {"val": 0.66666661, "test": 0.7})  # below 2/3, rounds equal
     assert not at_least(today, {"val": 0.9, "test": 0.6111})
     assert not at_least(today, {"val": None, "test": 0.9})  # a budget stop before val was scored
+
+
+def test_a_tenant_passes_on_the_half_budget_run_and_a_failing_today_run_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Canned runs: 'better' does more than today uncapped (so not (a)) but its half-budget run
+    matches today within 0.5x (b); 'broken' cannot run on today's code and the bench goes on."""
+    import loop_cost
+
+    events = _run_log(tmp_path, 90)  # the uncapped run's test evals cost 130 calls
+    today = {"calls": 1000, "val": 0.5, "test": 0.5}
+    uncapped = {"calls": 3000, "val": 0.75, "test": 1.0}
+    seen: list[tuple[str, int | None]] = []
+
+    def fake_run(name: str, root: Path, extra: dict, budget_calls: int | None = None) -> dict:
+        seen.append((root.name, budget_calls))
+        if name == "broken" and extra.get("FAPO_GATING") == "off":
+            raise RuntimeError(f"{name}: fapo run failed:\nerror: unknown key 'x' in tenant.yaml")
+        fig = today if extra.get("FAPO_GATING") == "off" else uncapped
+        if budget_calls is not None:
+            fig = {"calls": budget_calls + 60, "val": 0.5, "test": 0.5}
+        return {
+            **fig,
+            "best": "v002",
+            "accepted": ["v002"],
+            "stop_kind": "budget" if budget_calls else "levels_exhausted",
+            "stop": "",
+            "stages": {},
+            "test_calls": 60,
+            "events": str(events),
+        }
+
+    monkeypatch.setattr(loop_cost, "_run", fake_run)
+    rows, raw = loop_cost.measure(["better", "broken"], "off")
+    assert ("better-capped", 1000 // 2 - 130) in seen
+    assert not any(r.startswith("broken-capped") for r, _ in seen)
+    verdicts = {r.figure: r for r in rows if r.figure in ("P3 better", "P3 broken")}
+    assert verdicts["P3 better"].passed and verdicts["P3 better"].value == "met by (b) only"
+    assert verdicts["P3 broken"].passed is None
+    assert verdicts["P3 broken"].value == "no today figure"
+    assert "unknown key" in verdicts["P3 broken"].note
+    assert raw["better"]["p3"] == {"a": False, "b": True, "passed": True, "why": "met by (b) only"}
+    assert raw["better"]["capped"]["calls"] == 1000 // 2 - 130 + 60
+
+    rows, _ = loop_cost.measure(["better"], "off", capped=False)
+    assert [r.value for r in rows if r.figure == "P3 better"] == [
+        "not met: not (a); (b) not run (--no-capped)"
+    ]
