@@ -14,7 +14,8 @@ third run, this tree gated with `--budget-calls B`, B = floor(0.5 x today's call
 calls of the uncapped gated run's `*/test` evaluations (its event log): a budget stop is always
 followed by the sealed test evaluation with the budget lifted, so T is set aside for it. The
 figure is that run's whole spend (`spent.calls`, test included), its final val and test.
-`--no-capped` skips it; B <= 0 skips it for that tenant.
+`--no-capped` skips it; B <= 0 skips it for that tenant. For reference the uncapped gated row also
+gives the calls issued when its incumbent was first scored >= today's final val on all of val.
 
 Target P3, per tenant: (a) the uncapped gated run has the same final val and test as today
 (rounded to 6 decimals) with <= 0.5x today's calls, or (b) the half-budget run spent <= 0.5x
