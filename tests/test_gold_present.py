@@ -279,3 +279,26 @@ def _evaluated(tenant, tmp_path: Path) -> Path:
     out = tmp_path / "eval-one"
     evaluate(tenant, "train", out_dir=out, use_cache=False)
     return out / "results.jsonl"
+
+
+def test_the_ladder_compares_a_dict_prediction_field_by_field(tmp_path: Path) -> None:
+    """Through `classify`: a final step whose output is a dict with the label's field names."""
+    tenant = load_tenant(_tenant(tmp_path, "town", finish=False))
+    ex = next(iter(tenant.examples("train")))
+    town, region = ex.label["town"], ex.label["region"]
+
+    def rec(pred: dict[str, str]) -> dict:
+        steps = [
+            {"step": "retrieve", "update": {"passages": []}, "error": None, "calls": []},
+            {"step": "locate", "update": {"town": pred}, "error": None, "calls": [{}]},
+        ]
+        return {"inputs": ex.inputs, "steps": steps, "prediction": pred, "error": None}
+
+    c = classify(tenant, rec({"town": f"It is {town}.", "region": region}), ex)
+    assert (c.step, c.cause, c.level) == (
+        "locate",
+        "gold present but output badly formatted",
+        "prompt",
+    )
+    c = classify(tenant, rec({"town": f"It is {town}.", "region": "Elsewhere"}), ex)
+    assert (c.step, c.cause) == ("locate", "unexplained")
