@@ -61,10 +61,11 @@ def gold_strings(label: Any, keys: Sequence[str] = ()) -> list[str]:
     """Strings that count as the gold answer of `label` (alternatives: any one of them counts).
 
     A string or a number is itself; a list holds alternatives. A dict says where its answer is by
-    structure, not by a guessed name: the first of `keys` it has (the fields the prediction is
-    compared to: the tenant's prediction key, the final step's declared output key), else its only
-    field; the conventional names answer/answers/label/target/gold only then (labels that say
-    nothing else, the shapes read before `keys` existed), else its only scalar field."""
+    structure before any name: the first of `keys` it has (the fields the prediction is compared
+    to: the tenant's prediction key, the final step's declared output key); else the conventional
+    names answer/answers/label/target/gold (the shapes read before `keys` existed); else its only
+    scalar field ({"city": "Lyon"}). A lone list field nothing names is not taken: it may be a set
+    of requirements ({"constraints": [...]}) rather than alternatives."""
     if isinstance(label, dict):
         field = _answer_field(label, keys)
         return gold_strings(label[field]) if field is not None else []
@@ -82,8 +83,6 @@ def _answer_field(label: dict[str, Any], keys: Sequence[str]) -> str | None:
     for key in keys:
         if key in label:
             return key
-    if len(label) == 1:
-        return next(iter(label))
     for key in ("answer", "answers", "label", "target", "gold"):
         if key in label:
             return key

@@ -34,7 +34,7 @@ def test_gold_strings_keeps_the_shapes_it_read_before() -> None:
 @pytest.mark.parametrize(
     ("label", "keys", "gold"),
     [
-        ({"department": "billing"}, (), ["billing"]),  # a dict's only field
+        ({"department": "billing"}, (), ["billing"]),  # a dict's only scalar field
         ({"city": "Lyon"}, (), ["Lyon"]),
         ({"verdict": "supported", "evidence_id": 3}, ("verdict",), ["supported"]),
         ({"verdict": "supported", "evidence_id": 3}, ("evidence_id",), ["3"]),  # numbers count
@@ -53,6 +53,11 @@ def test_gold_strings_does_not_guess_between_fields_nothing_points_at() -> None:
     assert gold_strings({"verdict": "supported", "evidence_id": 3}) == []
     assert gold_strings({"verdict": "supported", "evidence_id": 3}, ("prediction",)) == []
     assert gold_strings(True) == [] and gold_strings(None) == []
+    # a lone list field nothing names may be a set of requirements, not alternatives
+    label = {"constraints": ["meadow", "harbor"]}
+    assert gold_strings(label) == []
+    assert not gold_present("<<Lisk>> The salt harbor lies past the meadow and the dunes.", label)
+    assert gold_strings(label, ("constraints",)) == ["meadow", "harbor"]  # named: alternatives
 
 
 # -- when the rung fires -----------------------------------------------------------------------
