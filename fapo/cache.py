@@ -7,6 +7,7 @@ A call at temperature 0 is keyed at repeat 0, sample 0 (`fapo.llm.greedy`): it h
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -42,6 +43,8 @@ class CallCache:
         self.flush_every, self.flush_s = flush_every, flush_s
         self._lock = threading.Lock()
         self._pending: dict[str, str] = {}
+        #: keys being fetched right now (fapo.llm): a second asker waits for the first's answer
+        self.flights: dict[str, asyncio.Event] = {}
         self._flushed = time.monotonic()
         self.failure: FapoError | None = None
         try:

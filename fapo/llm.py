@@ -159,6 +159,27 @@ class InstrumentedChatModel(BaseChatModel):
         cached = self._lookup(key)
         if cached is not None:
             return cached
+        flights = self.call_cache.flights if self.call_cache is not None else None
+        # Single flight: a key already being fetched (a temperature-0 call's repeats, which
+        # share one key, start together) waits for that answer instead of paying for it again;
+        # so a key costs one call however the examples interleave.
+        while flights is not None and (other := flights.get(key)) is not None:
+            await other.wait()
+            if (cached := self._lookup(key)) is not None:
+                return cached
+        mine = asyncio.Event()
+        if flights is not None:
+            flights[key] = mine
+        try:
+            return await self._fetch(key, messages, stop, **kwargs)
+        finally:
+            if flights is not None and flights.get(key) is mine:
+                del flights[key]
+            mine.set()
+
+    async def _fetch(
+        self, key: str, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    ) -> ChatResult:
         tries = Attempts(self)
         limiter = self._limiter()
         while True:

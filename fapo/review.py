@@ -84,7 +84,9 @@ class LeakIndex:
                 for text in _strings(ex.inputs) + _strings(ex.label):
                     w = _words(text)
                     self.ngrams.update(tuple(w[i : i + NGRAM]) for i in range(len(w) - NGRAM + 1))
-                for g in gold_strings(ex.label) or _strings(ex.label):
+                # every label string, not only what attribution takes for the answer: sealing
+                # errs on the side of watching more (gold_strings may pick one field of a dict)
+                for g in {*gold_strings(ex.label), *_strings(ex.label)}:
                     norm = " ".join(_words(g))
                     if len(norm) >= 3:
                         sealed_labels.add(norm)

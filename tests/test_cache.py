@@ -71,3 +71,36 @@ def test_temperature_0_calls_are_one_call_across_repeats_and_sampling_ones_are_n
     assert h3.steps["answer"]["calls"] == 2 * h1.steps["answer"]["calls"]
     assert h3.steps["hop_retrieve"]["calls"] == 0
     cache.close()
+
+
+def test_concurrent_asks_for_one_key_cost_one_call(project, tmp_path):
+    """Single flight: repeats of a temperature-0 call that start together (a slow model, as a
+    real provider is) wait for the first one's answer instead of each paying; sampling calls
+    at the same moment stay separate draws."""
+    import asyncio
+
+    from langchain_core.messages import HumanMessage
+
+    from fapo.llm import Meter, ModelFactory
+    from fapo.runtime import REPEAT
+
+    t = load_tenant("demo-qa", project)
+    models = {"task": "sim:slow?latency_ms=40"}
+    msg = [HumanMessage("Question: In what year was the Milkaith Academy founded?")]
+
+    async def ask(temperature: float, n: int) -> tuple[Meter, list[str]]:
+        cache, meter = CallCache(tmp_path / f"c{temperature}.sqlite"), Meter()
+        llm = ModelFactory(models, t.settings, cache, meter)("task", temperature=temperature)
+
+        async def one(r: int) -> str:
+            REPEAT.set(r)  # each task runs in its own context copy
+            return str((await llm.ainvoke(msg)).content)
+
+        out = await asyncio.gather(*(one(r) for r in range(n)))
+        cache.close()
+        return meter, out
+
+    cold, answers = asyncio.run(ask(0.0, 5))
+    assert cold.calls == 1 and cold.cache_hits == 4 and len(set(answers)) == 1
+    hot, _ = asyncio.run(ask(0.7, 5))
+    assert hot.calls == 5 and hot.cache_hits == 0
