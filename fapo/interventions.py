@@ -3,10 +3,10 @@
 The graph runs once per probed example under a LangGraph checkpointer (upstream model calls replay
 from the call cache), then forks from the checkpoint right before a step (fapo/fork.py: a step that
 shares its superstep with siblings, on a fan-out graph, is forked alone, the siblings keeping their
-recorded writes):
+recorded writes; the instances of a step fanned out with `Send` are forked as one step):
 
-- *oracle*: the tenant's `@oracle(step)` value is written as that step's update
-  (`update_state(config, values, as_node=step)`) and the graph resumes downstream;
+- *oracle*: the tenant's `@oracle(step)` value is that step's update (the step's superstep runs
+  with its node returning the value, `fork.with_update`) and the graph resumes downstream;
 - *resample*: the step is drawn again with a new sample index (upstream fixed, downstream at the
   recorded index) — a repair in at least half of the draws means noise at that step;
 - *reference*: the step alone is run by the tenant's `models: {reference: …}` model;

@@ -25,6 +25,9 @@ was, and so is one whose re-rolled steps' own resamples repaired none of their d
 only re-rolls D" predicts no repair, and the one observed speaks against it). Only the earliest
 steps are settled: once a step keeps a repair, later steps cannot change the verdict.
 
+A step fanned out with `Send` (several tasks of one name) is re-rolled when its instances'
+results differ from the recorded ones as a set, and its draws redraw every instance.
+
 When the re-rolled steps span several supersteps, only the earliest superstep's are redrawn;
 later ones are drawn at their recorded index, with whatever input the redraw gives them.
 """
