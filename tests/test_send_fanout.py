@@ -189,6 +189,22 @@ def test_a_send_step_counts_as_re_rolled_only_when_its_instances_changed() -> No
     assert found is not None and found[1] == {"read"}
 
 
+def test_a_send_steps_checks_see_every_instance_reduced() -> None:
+    """Interventions judge a step's checks on the state after its superstep (from the run's
+    checkpoints): all instances' writes reduced, the sibling's too. Applying streamed updates in
+    order (what they did) showed the first instance's update alone."""
+    from fapo.interventions import _states_after
+
+    async def go() -> dict[str, Any]:
+        app = _graph([])
+        await _recorded(app)
+        return await _states_after(app, THREAD)
+
+    after = asyncio.run(go())
+    assert sorted(after["read"]["vals"]) == [10, 20, 30] and after["read"]["note"] == 1000
+    assert after["out"]["out"] == 60 and after["split"]["items"] == [1, 2, 3]
+
+
 # --- the send-span tenant on the simulated model ----------------------------------------------
 
 
