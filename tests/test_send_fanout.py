@@ -230,9 +230,18 @@ def _records(tenant: Tenant, out: Path, **kw: Any) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in map(json.loads, lines)}
 
 
-def test_evaluation_records_every_instance_with_its_own_calls(project, tmp_path: Path) -> None:
+@pytest.mark.parametrize("candidate", [False, True])
+def test_evaluation_records_every_instance_with_its_own_calls(
+    project, tmp_path: Path, candidate: bool
+) -> None:
+    """In process, and in the sandboxed worker that evaluates candidate chain code."""
+    from fapo.candidate import is_candidate_code
+
     tenant = load_tenant("send-span-sib", project)
-    records = _records(tenant, tmp_path, limit=6)
+    if candidate:
+        tenant = tenant.variant({"chain.py": tenant.files["chain.py"] + "\n# edited\n"})
+    assert is_candidate_code(tenant) == candidate
+    records = _records(tenant, tmp_path, limit=4)
     for rec in records.values():
         names = rec["inputs"]["names"]
         assert Counter(s["step"] for s in rec["steps"]) == {
