@@ -49,15 +49,13 @@ def siblings(snap: StateSnapshot, steps: Collection[str]) -> list[Any]:
 
 
 class _Written:
-    """The values a replaced step writes: once, whichever of its instances runs first."""
+    """The values a replaced step writes: once, whichever of its instances runs first (the
+    others write nothing)."""
 
-    def __init__(self, step: str, values: dict[str, Any]) -> None:
-        self.step = step
+    def __init__(self, values: dict[str, Any]) -> None:
         self.values: dict[str, Any] | None = values
 
-    def take(self, step: str) -> dict[str, Any]:
-        if step != self.step:  # never scheduled: the fork re-runs `self.step` alone
-            raise RuntimeError(f"{step} ran in a fork meant to replace {self.step}")
+    def take(self) -> dict[str, Any]:
         out, self.values = self.values, None
         return out if out is not None else {}
 
@@ -77,7 +75,7 @@ def _writer(app: Any, step: str) -> Any:
             held = _WRITTEN.get()
             if held is None:
                 raise RuntimeError(f"{step}: no values to write")
-            return held.take(step)
+            return held.take()
 
         builder = shallow(app.builder)
         builder.nodes = dict(builder.nodes)
@@ -96,7 +94,7 @@ async def with_update(
     what it recorded on `snap`'s run. `app` must be a compiled `StateGraph` (its `builder`).
     The same caveat as `alone`: nothing else may run on the thread in between."""
     start = await alone(app, snap, {step})
-    token = _WRITTEN.set(_Written(step, values))
+    token = _WRITTEN.set(_Written(values))
     try:
         async for _ in _writer(app, step).astream(
             None, start, stream_mode="updates", interrupt_after=[step]
