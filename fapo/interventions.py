@@ -3,10 +3,10 @@
 The graph runs once per probed example under a LangGraph checkpointer (upstream model calls replay
 from the call cache), then forks from the checkpoint right before a step (fapo/fork.py: a step that
 shares its superstep with siblings, on a fan-out graph, is forked alone, the siblings keeping their
-recorded writes):
+recorded writes; the instances of a step fanned out with `Send` are forked as one step):
 
-- *oracle*: the tenant's `@oracle(step)` value is written as that step's update
-  (`update_state(config, values, as_node=step)`) and the graph resumes downstream;
+- *oracle*: the tenant's `@oracle(step)` value is that step's update (the step's superstep runs
+  with its node returning the value, `fork.with_update`) and the graph resumes downstream;
 - *resample*: the step is drawn again with a new sample index (upstream fixed, downstream at the
   recorded index) — a repair in at least half of the draws means noise at that step;
 - *reference*: the step alone is run by the tenant's `models: {reference: …}` model;
@@ -231,7 +231,7 @@ class InterventionRunner:
         thread = {"configurable": {"thread_id": f"{ex.id}:{uuid.uuid4().hex}"}}
         finishes = _Finishes()
         base_updates = await self._run(app, dict(ex.inputs), {**thread, "callbacks": [finishes]})
-        base_after = _states_after(dict(ex.inputs), base_updates)
+        base_after = await _states_after(app, thread)
         failing = {st for st, state in base_after.items() if not self._checks_pass(ex, st, state)}
         final = (await app.aget_state(thread)).values
         base = self._score(ex, final)
@@ -353,7 +353,7 @@ class InterventionRunner:
             except Exception:  # a parameter value the chain cannot run with repairs nothing
                 continue
             s = self._score(ex, (await vapp.aget_state(vthread)).values)
-            after = _states_after(dict(ex.inputs), ups)
+            after = await _states_after(vapp, vthread)
             mended = next(
                 (st for st in order if st in failing and self._checks_pass(ex, st, after.get(st))),
                 None,
@@ -534,13 +534,15 @@ class _Finishes(BaseCallbackHandler):
         self.all_stopped = False
 
 
-def _states_after(inputs: dict[str, Any], updates: list[tuple[str, Any]]) -> dict[str, Any]:
-    """The state right after each step first ran (updates applied in order, last value wins)."""
-    state, out = dict(inputs), dict[str, Any]()
-    for node, upd in updates:
-        if isinstance(upd, dict):
-            state = {**state, **upd}
-        out.setdefault(node, dict(state))
+async def _states_after(app: Any, thread: dict[str, Any]) -> dict[str, Any]:
+    """The state right after each step's first superstep in `thread`'s run (which must be its
+    only run so far), read from the run's checkpoints: every reducer applied, so a step fanned
+    out with `Send` is judged on what all its instances wrote, not on the last one's update."""
+    snaps = [snap async for snap in app.aget_state_history(thread)][::-1]  # oldest first
+    out: dict[str, Any] = {}
+    for snap, nxt in zip(snaps, snaps[1:], strict=False):
+        for name in snap.next:
+            out.setdefault(name, dict(nxt.values))
     return out
 
 

@@ -25,6 +25,9 @@ was, and so is one whose re-rolled steps' own resamples repaired none of their d
 only re-rolls D" predicts no repair, and the one observed speaks against it). Only the earliest
 steps are settled: once a step keeps a repair, later steps cannot change the verdict.
 
+A step fanned out with `Send` (several tasks of one name) is re-rolled when its instances'
+results differ from the recorded ones as a set, and its draws redraw every instance.
+
 When the re-rolled steps span several supersteps, only the earliest superstep's are redrawn;
 later ones are drawn at their recorded index, with whatever input the redraw gives them.
 """
@@ -72,10 +75,6 @@ class Runner(Protocol):
     def _repaired(self, score: float, base: float) -> bool: ...
 
 
-def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-
 async def _downstream(branch: Branch, step: str) -> list[StateSnapshot]:
     """The checkpoints of the trial's run after `step`'s superstep, oldest first."""
     out: list[StateSnapshot] = []
@@ -89,9 +88,17 @@ async def _downstream(branch: Branch, step: str) -> list[StateSnapshot]:
     return out[::-1]
 
 
-def _recorded(before: dict[str, StateSnapshot], name: str) -> Any:
-    snap = before.get(name)
-    return next((t.result for t in snap.tasks if t.name == name), None) if snap else None
+def _results(snap: StateSnapshot | None, name: str) -> list[str]:
+    """The results of `name`'s tasks in `snap`'s superstep, as sorted JSON: one per task, so a
+    step fanned out with `Send` (several tasks of one name) compares instance set to instance
+    set, whatever order they ran in."""
+    if snap is None:
+        return []
+    return sorted(
+        json.dumps(t.result, sort_keys=True, default=str)
+        for t in snap.tasks
+        if t.name == name and t.result is not None
+    )
 
 
 async def rerolled(
@@ -104,12 +111,11 @@ async def rerolled(
     differs from the recorded run (its checkpoint and those steps), or None."""
     for snap in await _downstream(branch, step):
         rolled = {
-            t.name
-            for t in snap.tasks
-            if t.name in sampling
-            and t.name != step
-            and t.result is not None
-            and not _same(t.result, _recorded(before, t.name))
+            name
+            for name in {t.name for t in snap.tasks if t.result is not None}
+            if name in sampling
+            and name != step
+            and _results(snap, name) != _results(before.get(name), name)
         }
         if rolled:
             return snap, rolled
