@@ -128,6 +128,20 @@ def test_a_favoured_arm_survives_the_cuts_while_it_gains() -> None:
     assert "m5" in [s.arm for s in fav.finalists]
 
 
+def test_a_favoured_arm_that_stopped_gaining_is_cut_like_any_other() -> None:
+    """Favoured protects an arm from being out-ranked, not an arm estimated at no gain: m9
+    repairs the screen's failures but breaks every pass, so once passes are scored its
+    estimate is below zero and it leaves at the next cut (it could never be the pick)."""
+    ids = [f"e{i:02d}" for i in range(48)]
+    inc = {i: (0.0 if k < 16 else 1.0) for k, i in enumerate(ids)}
+    table = {f"m{a}": {i: (1.0 if (k < 16 and k % (a + 2) == 0) or k >= 16 else 0.0) for k, i in enumerate(ids)} for a in range(6)}  # fmt: skip
+    table["m9"] = {i: (1.0 if k < 16 else 0.0) for k, i in enumerate(ids)}
+    res = SuccessiveHalving()(list(table), Table(table), inc, favoured={"m9"})
+    m9 = next(s for s in res.standings if s.arm == "m9")
+    assert m9.dropped is Dropped.CUT and m9.n < len(ids)
+    assert "m9" not in [s.arm for s in res.finalists]
+
+
 def test_same_seed_same_race_and_progress_reaches_the_total() -> None:
     inc, table = _table(11)
     ticks: list[tuple[int, int]] = []
