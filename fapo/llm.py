@@ -162,19 +162,21 @@ class InstrumentedChatModel(BaseChatModel):
         flights = self.call_cache.flights if self.call_cache is not None else None
         # Single flight: a key already being fetched (a temperature-0 call's repeats, which
         # share one key, start together) waits for that answer instead of paying for it again;
-        # so a key costs one call however the examples interleave.
-        while flights is not None and (other := flights.get(key)) is not None:
+        # so a key costs one call however the examples interleave. Per event loop: an event
+        # belongs to the loop that waits on it.
+        flight = f"{id(asyncio.get_running_loop())}:{key}"
+        while flights is not None and (other := flights.get(flight)) is not None:
             await other.wait()
             if (cached := self._lookup(key)) is not None:
                 return cached
         mine = asyncio.Event()
         if flights is not None:
-            flights[key] = mine
+            flights[flight] = mine
         try:
             return await self._fetch(key, messages, stop, **kwargs)
         finally:
-            if flights is not None and flights.get(key) is mine:
-                del flights[key]
+            if flights is not None and flights.get(flight) is mine:
+                del flights[flight]
             mine.set()
 
     async def _fetch(
