@@ -104,3 +104,23 @@ def test_concurrent_asks_for_one_key_cost_one_call(project, tmp_path):
     assert cold.calls == 1 and cold.cache_hits == 4 and len(set(answers)) == 1
     hot, _ = asyncio.run(ask(0.7, 5))
     assert hot.calls == 5 and hot.cache_hits == 0
+
+
+def test_results_are_written_in_example_order_whatever_order_they_finish_in(project, tmp_path):
+    """Readers that take the first records (a brief's traces) must see the same examples on
+    every run: results.jsonl is sorted by (example, repeat) when the evaluation ends."""
+    import json
+
+    from fapo.evaluate import _sorted_into
+
+    partial = tmp_path / "results.jsonl.partial"
+    rows = [{"index": i, "repeat": r, "id": f"e{i}"} for i in (3, 0, 2, 1) for r in (1, 0)]
+    partial.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    _sorted_into(partial, tmp_path / "results.jsonl")
+    got = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(x["index"], x["repeat"]) for x in got] == [(i, r) for i in range(4) for r in (0, 1)]
+    assert not partial.exists()
+    s = evaluate(_fixed(project), "val", out_dir=tmp_path / "ev", repeats=2, concurrency=8)
+    lines = (tmp_path / "ev" / "results.jsonl").read_text().splitlines()
+    keys = [(json.loads(x)["index"], json.loads(x)["repeat"]) for x in lines]
+    assert keys == sorted(keys) and len(keys) == 2 * s.n
