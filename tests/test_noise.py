@@ -122,3 +122,31 @@ def test_an_evaluation_of_some_draws_pays_for_those_and_scores_them_as_in_a_full
     assert {k: every[k] for k in got} == got
     assert len({every[k] for k in every}) > 1  # the draws do differ: the check can fail
     assert 0 < part.calls < full.calls * len(pairs) / len(every) * 1.5
+
+
+def test_a_look_asked_for_draws_it_did_not_record_evaluates_them_under_its_own_key(
+    tmp_path: Path,
+) -> None:
+    """The incumbent's look k replays the look it had as a candidate; should it be asked for
+    other draws (a safeguard: the plan depends only on the val ids and the seed), the missing
+    draws are evaluated under a key of their own, and the recorded look is left as it was."""
+    from fapo import sequential as seq
+    from fapo.loop import Run
+
+    settings = scratch_project(tmp_path)
+    hot = make_tenant(settings.tenants_dir, "noise", temp_param=True, with_checks=False)
+    res = run(hot, RunOptions(agent="builtin", run_id="hot", budget={"max_variants": 1}), settings)
+    r = noise.COMPARISON_REPEATS
+    look1 = (res.run_dir / "variants" / "v000" / "eval" / f"val-r{r}-look1" / "results.jsonl").read_text()  # fmt: skip
+    seen = {f"{x['id']}#{x['repeat']}" for x in map(json.loads, look1.splitlines())}
+    ids = sorted({k.rsplit("#", 1)[0] for k in seen})
+    other = [f"{i}#{k}" for i in ids for k in range(r) if f"{i}#{k}" not in seen][:3]
+    assert len(other) == 3
+    again = Run(load_tenant(hot, settings), RunOptions(agent="builtin", run_id="hot", resume=True))
+    got = seq.eval_look(again, "v000", 1, [*sorted(seen)[:2], *other], draws=r)
+    assert sorted(got) == sorted([*sorted(seen)[:2], *other])
+    keys = _eval_keys(res.run_dir)
+    assert any(k.startswith(f"v000/look1/val-r{r}/") for k in keys)  # the safeguard's own key
+    after = (res.run_dir / "variants" / "v000" / "eval" / f"val-r{r}-look1" / "results.jsonl").read_text()  # fmt: skip
+    assert after == look1
+    again.folder.abandon()  # let go of the run's lock (this test does not finish the run)
