@@ -242,6 +242,7 @@ class InterventionRunner:
                 before[nxt] = snap
         trials: list[Trial] = []
         runs: dict[int, reroll.Branch] = {}  # trial index -> its run, for reroll.settle
+        draw_runs: dict[int, list[tuple[bool, reroll.Branch]]] = {}  # resample -> its draws
         # A step whose calls all ran at temperature 0 has no draws to resample.
         sampling = {st for st, temp in llm_steps.items() if temp is None or temp > 0}
         if base >= PASS:
@@ -277,6 +278,7 @@ class InterventionRunner:
                     )
             if step in sampling:
                 wins, local, scores = 0, 0, []
+                each: list[tuple[bool, reroll.Branch]] = []  # (repaired, run) per draw
                 draws = self.draws or 1
                 d = 0
                 while d < draws:
@@ -292,6 +294,8 @@ class InterventionRunner:
                     s = await resume(thread)
                     scores.append(s)
                     wins += self._repaired(s, base)
+                    end = (await app.aget_state(thread)).config
+                    each.append((self._repaired(s, base), reroll.Branch(app, end)))
                     d += 1
                     undecided = 0 < 2 * wins < d or (wins == 0 and 0 < 2 * local < d)
                     if d == draws and undecided and draws == (self.draws or 1):
@@ -299,6 +303,7 @@ class InterventionRunner:
                         # rather than call noise a prompt defect on one unlucky triple.
                         draws *= 2
                 n = len(scores)
+                draw_runs[len(trials)] = each
                 trials.append(
                     Trial(
                         kind=Kind.RESAMPLE,
@@ -378,7 +383,8 @@ class InterventionRunner:
                 )
             )
             runs[len(trials) - 1] = reroll.Branch(vapp, (await vapp.aget_state(vthread)).config)
-        # An upstream repair that only re-rolled a downstream sampling step is not credited.
+        # An upstream repair (a resample's draw too) that only re-rolled a downstream sampling
+        # step is not credited.
         trials = await reroll.settle(
             self,
             ex,
@@ -390,6 +396,7 @@ class InterventionRunner:
             base=base,
             draw_base=DRAW_BASE,
             tick=self._tick,  # its extra draws honour the wall clock like every intervention
+            resamples=draw_runs,
         )
         return _verdict(ex.id, order, trials, llm_steps, base)
 

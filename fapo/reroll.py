@@ -25,11 +25,30 @@ was, and so is one whose re-rolled steps' own resamples repaired none of their d
 only re-rolls D" predicts no repair, and the one observed speaks against it). Only the earliest
 steps are settled: once a step keeps a repair, later steps cannot change the verdict.
 
+A **resample** at S is such a trial too, once per draw: a draw that changes S's output changes D's
+input, so D draws afresh, and when the failure is D's noise the resample "repairs" whenever S's
+output moves and D's fresh draw lands right. Two consecutive sampling steps
+(tests/two_samplers_tenant.py, `capital` at temperature 2.5 whose flips name another city on the
+same river, `river` at 1.0 whose flips name the hills): resampling `capital` repaired 6 of 11
+failures of `river`'s noise in at least half of its draws, and the verdict was noise at `capital`
+(structure). Each repaired draw that re-rolled a sampling step is now measured like any trial (its
+run plus `draws - 1` more of the re-rolled steps) and kept only if it beats their own resample rate
+by one half; the resample repairs if at least half of its draws are kept (those 11: 10 go to
+`river`, parameter level; the one left is an oracle/parameter repair at `capital` kept by this
+rule, river's own resample rate being 3/6 there; over 8 more seeds of that tenant 26 of 58 such
+failures were right before, 56 now, and the cases where only `capital`'s noise or both matter are
+unchanged: 80/81 and 98/101). Draws of the same re-rolled state (several draws of S giving one
+output) are measured once per settling.
+
 A step fanned out with `Send` (several tasks of one name) is re-rolled when its instances'
 results differ from the recorded ones as a set, and its draws redraw every instance.
 
-When the re-rolled steps span several supersteps, only the earliest superstep's are redrawn;
-later ones are drawn at their recorded index, with whatever input the redraw gives them.
+When the re-rolled steps span several supersteps (S -> A -> B, both sampling, both re-rolled),
+every extra draw redraws A alone at a new sample index and then B at the same index when its
+superstep comes (everything else at the recorded index), and the bar is the highest of their own
+resample rates. Before, only A was redrawn: B kept the trial's own draw whenever A's redraw gave
+the same output, and with A's own rate at 0 the trial stood without a draw. A sibling sharing B's
+superstep is drawn at that index too (a superstep runs at one index).
 """
 
 from __future__ import annotations
@@ -101,14 +120,15 @@ def _results(snap: StateSnapshot | None, name: str) -> list[str]:
     )
 
 
-async def rerolled(
+async def _rolled(
     branch: Branch,
     step: str,
     before: dict[str, StateSnapshot],
     sampling: Collection[str],
-) -> tuple[StateSnapshot, set[str]] | None:
-    """The earliest superstep after `step` in the trial's run with sampling steps whose output
-    differs from the recorded run (its checkpoint and those steps), or None."""
+) -> list[tuple[StateSnapshot, set[str]]]:
+    """Every superstep after `step` in the trial's run with sampling steps whose output differs
+    from the recorded run (its checkpoint and those steps), oldest first."""
+    out: list[tuple[StateSnapshot, set[str]]] = []
     for snap in await _downstream(branch, step):
         rolled = {
             name
@@ -118,38 +138,69 @@ async def rerolled(
             and _results(snap, name) != _results(before.get(name), name)
         }
         if rolled:
-            return snap, rolled
-    return None
+            out.append((snap, rolled))
+    return out
+
+
+async def rerolled(
+    branch: Branch,
+    step: str,
+    before: dict[str, StateSnapshot],
+    sampling: Collection[str],
+) -> tuple[StateSnapshot, set[str]] | None:
+    """The earliest superstep after `step` in the trial's run with sampling steps whose output
+    differs from the recorded run (its checkpoint and those steps), or None."""
+    found = await _rolled(branch, step, before, sampling)
+    return found[0] if found else None
 
 
 async def _rate(
     runner: Runner,
     ex: Example,
-    trial: Trial,
+    first: bool,
     branch: Branch,
     at: StateSnapshot,
     rolled: set[str],
+    later: set[str],
     base: float,
     draw_base: int,
     tick: Callable[[], None] | None,
 ) -> tuple[int, int]:
-    """(repairs, draws) of the trial across the draws of `rolled` (its own run is draw 0)."""
+    """(repairs, draws) of a trial's run across the draws of the steps it re-rolled (the run
+    itself, which repaired iff `first`, is draw 0): `rolled` (the earliest superstep's, at `at`)
+    drawn alone at a new sample index, each of `later` (re-rolled in later supersteps) at the same
+    index when its superstep comes, everything else at the recorded index."""
     draws = max(runner.draws or 1, 1)
-    wins = int(trial.repaired)
+    wins = int(first)
     thread: dict[str, Any] = {
         "configurable": {"thread_id": branch.end["configurable"]["thread_id"]}
     }
+    app = branch.app
     for d in range(1, draws):
         if tick is not None:
             tick()
-        start = await fork.alone(branch.app, at, rolled)
+        start = await fork.alone(app, at, rolled)
         token = SAMPLE.set(draw_base + d)
         try:
-            await runner._run(branch.app, None, start, interrupt_after=sorted(rolled))
+            await runner._run(app, None, start, interrupt_after=sorted(rolled))
         finally:
             SAMPLE.reset(token)
-        await runner._run(branch.app, None, thread)
-        score = runner._score(ex, (await branch.app.aget_state(thread)).values)
+        left = set(later)
+        while left:
+            now = left & set((await app.aget_state(thread)).next)
+            if not now:  # on at the recorded index, up to the next re-rolled step's superstep
+                await runner._run(app, None, thread, interrupt_before=sorted(left))
+                now = left & set((await app.aget_state(thread)).next)
+                if not now:  # the run ended (or took another route) before reaching them
+                    break
+            token = SAMPLE.set(draw_base + d)
+            try:
+                await runner._run(app, None, thread, interrupt_after=sorted(now))
+            finally:
+                SAMPLE.reset(token)
+            left -= now
+        await runner._run(app, None, thread)
+        score = runner._score(ex, (await app.aget_state(thread)).values)
         wins += runner._repaired(score, base)
     return wins, draws
 
@@ -166,39 +217,79 @@ async def settle(
     base: float,
     draw_base: int,
     tick: Callable[[], None] | None = None,
+    resamples: dict[int, list[tuple[bool, Branch]]] | None = None,
 ) -> list[Trial]:
     """`trials` with every repair of the earliest repaired steps that re-rolled a downstream
     sampling step measured across that step's draws (see the module doc); `branches` maps a
-    trial's index to its run; `tick` is asked before every extra draw (a run's wall clock)."""
+    trial's index to its run, `resamples` a resample trial's index to its draws (repaired?, run),
+    each repaired draw measured the same way; `tick` is asked before every extra draw (a run's
+    wall clock)."""
     chance = {
         t.step: t.repairs / t.tries for t in trials if t.kind == Kind.RESAMPLE and t.tries > 0
     }
+    measured: dict[str, tuple[int, int]] = {}  # a re-rolled state measured once per settling
+
+    async def holds(
+        ok: bool, branch: Branch, step: str
+    ) -> tuple[bool, set[str], tuple[int, int] | None]:
+        """Does a repaired run at `step` keep its repair: (kept, the sampling steps it re-rolled,
+        (repairs, draws) across their draws or None when not measured)."""
+        found = await _rolled(branch, step, before, sampling)
+        if not found:
+            return ok, set(), None
+        at, rolled = found[0]
+        later = set().union(*(r for _, r in found[1:])) - rolled
+        every = rolled | later
+        odds = max(chance.get(r, 0.0) for r in every)
+        if odds == 0:
+            # The re-rolled steps' own draws repaired nothing: a re-roll is not what
+            # repairs, the one draw stands (no extra call).
+            return ok, every, None
+        key = json.dumps(
+            [id(branch.app), sorted(rolled), sorted(later), at.values], sort_keys=True, default=str
+        )
+        if key not in measured:
+            measured[key] = await _rate(
+                runner, ex, ok, branch, at, rolled, later, base, draw_base, tick
+            )
+        wins, draws = measured[key]
+        return wins / draws - odds >= MARGIN, every, (wins, draws)
+
     out = list(trials)
     for step in order:
         here = [i for i, t in enumerate(out) if t.step == step and t.repaired]
         for i in here:
+            draws_of = (resamples or {}).get(i)
+            if out[i].kind == Kind.RESAMPLE and draws_of is not None:
+                # A resample's draws redraw the step, and with it everything downstream whose
+                # input changed: each repaired draw is a trial of its own, kept or not.
+                kept, every = 0, set()
+                for ok, run in draws_of:
+                    if ok:
+                        held, rolled, _ = await holds(ok, run, step)
+                        kept += held
+                        every |= rolled
+                if not every:  # no repaired draw re-rolled a sampling step: as it was
+                    continue
+                n = len(draws_of)
+                out[i] = out[i].model_copy(
+                    update={
+                        "repaired": 2 * kept >= n and kept > 0,
+                        "repairs": kept,
+                        "rerolled": sorted(every),
+                    }
+                )
+                continue
             branch = branches.get(i)
             if branch is None:
                 continue
-            found = await rerolled(branch, step, before, sampling)
-            if found is None:
+            held, rolled, rate = await holds(True, branch, step)
+            if not rolled:
                 continue
-            at, rolled = found
-            odds = max(chance.get(r, 0.0) for r in rolled)
-            if odds == 0:
-                # The re-rolled steps' own draws repaired nothing: a re-roll is not what
-                # repairs, the one draw stands (no extra call).
-                out[i] = out[i].model_copy(update={"rerolled": sorted(rolled)})
-                continue
-            wins, draws = await _rate(runner, ex, out[i], branch, at, rolled, base, draw_base, tick)
-            out[i] = out[i].model_copy(
-                update={
-                    "repaired": wins / draws - odds >= MARGIN,
-                    "repairs": wins,
-                    "tries": draws,
-                    "rerolled": sorted(rolled),
-                }
-            )
+            update: dict[str, Any] = {"rerolled": sorted(rolled)}
+            if rate is not None:
+                update.update(repaired=held, repairs=rate[0], tries=rate[1])
+            out[i] = out[i].model_copy(update=update)
         if any(out[i].repaired for i in here):
             break
     return out
