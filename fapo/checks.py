@@ -16,7 +16,8 @@ An optional oracle gives attribution's interventions the correct output of a ste
     def gold_passages(example, state) -> dict | None: ...
 
 `state` is the graph state right before the step runs; the returned dict is injected as the step's
-state update (written by `fapo.fork.with_update` as that step's own write in its superstep) and the graph runs on from there. None = no opinion.
+state update (written by `fapo.fork.with_update` as that step's own write in its superstep) and
+the graph runs on from there. None = no opinion.
 """
 
 from __future__ import annotations

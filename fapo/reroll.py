@@ -120,7 +120,7 @@ def _results(snap: StateSnapshot | None, name: str) -> list[str]:
     )
 
 
-async def _rolled(
+async def rerolled(
     branch: Branch,
     step: str,
     before: dict[str, StateSnapshot],
@@ -140,18 +140,6 @@ async def _rolled(
         if rolled:
             out.append((snap, rolled))
     return out
-
-
-async def rerolled(
-    branch: Branch,
-    step: str,
-    before: dict[str, StateSnapshot],
-    sampling: Collection[str],
-) -> tuple[StateSnapshot, set[str]] | None:
-    """The earliest superstep after `step` in the trial's run with sampling steps whose output
-    differs from the recorded run (its checkpoint and those steps), or None."""
-    found = await _rolled(branch, step, before, sampling)
-    return found[0] if found else None
 
 
 async def _rate(
@@ -234,7 +222,7 @@ async def settle(
     ) -> tuple[bool, set[str], tuple[int, int] | None]:
         """Does a repaired run at `step` keep its repair: (kept, the sampling steps it re-rolled,
         (repairs, draws) across their draws or None when not measured)."""
-        found = await _rolled(branch, step, before, sampling)
+        found = await rerolled(branch, step, before, sampling)
         if not found:
             return ok, set(), None
         at, rolled = found[0]

@@ -14,10 +14,10 @@ from typing import Any
 from fapo import findings as findings_mod
 from fapo.agents.base import Agent, Brief, ReviewRequest
 from fapo.artifacts import copy_transcripts, read_files, read_json, snapshot, write_json
-from fapo.attribute import gold_strings
 from fapo.candidate import build_in_sandbox, is_candidate_code
 from fapo.context import placeholders
 from fapo.errors import FapoError
+from fapo.gold import gold_strings
 from fapo.joint import JOINT_LEVEL, joint_problem, read_records
 from fapo.records import (
     AgentVerdict,

@@ -197,17 +197,18 @@ def apply_structure(graph: Any, ctx: Any, data: Any, path: Path) -> Any:
 
                 async def voted(state: dict, config: Any, _o=orig, _t=t) -> dict:
                     updates: list[Any] = []
+                    votes: list[str] = []
                     for s in range(_t.samples):
                         token = SAMPLE.set(s)
                         try:
                             updates.append(await _o.ainvoke(state, config))
                         finally:
                             SAMPLE.reset(token)
-                        if decided([_vote_key((u or {}).get(_t.key)) for u in updates], _t.samples):  # fmt: skip
+                        votes.append(_vote_key((updates[-1] or {}).get(_t.key)))
+                        if decided(votes, _t.samples):
                             break
-                    counts = Counter(_vote_key((u or {}).get(_t.key)) for u in updates)
-                    best = counts.most_common(1)[0][0]
-                    return next(u for u in updates if _vote_key((u or {}).get(_t.key)) == best)
+                    best = Counter(votes).most_common(1)[0][0]
+                    return updates[votes.index(best)]  # the first sample with the most votes
 
                 wrapped = voted
             else:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from tenant_kit import invented, write_splits
 
-from fapo.attribute import attribute, classify, gold_present, gold_strings
+from fapo.attribute import attribute, classify
 from fapo.evaluate import evaluate
+from fapo.gold import gold_present, gold_strings
 from fapo.tenant import load_tenant
 
 # -- where the label says the answer is --------------------------------------------------------
