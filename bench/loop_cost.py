@@ -193,7 +193,7 @@ def _last_line(err: Exception) -> str:
 
 
 def _p3_rows(name: str, got: dict, capped: bool) -> tuple[list[Row], dict]:
-    """The rows of one P3 tenant and its verdict record; runs the half-budget side if asked."""
+    """The rows of one P3 tenant and its verdict record (the runs are `measure`'s: `got`)."""
     a, b = got["today"], got["gated"]
     rows: list[Row] = []
     verdict: dict = {"a": None, "b": None, "passed": None, "why": ""}
