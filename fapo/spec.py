@@ -101,7 +101,24 @@ class AcceptanceSpec(_Strict):
 
 class EscalationSpec(_Strict):
     patience: int = Field(2, ge=1, description="consecutive rejections before moving up a level")
-    high_confidence: float = Field(0.8, ge=0, le=1)
+    min_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "clusters below it are guesses, not attributions (the ladder's 'unexplained' is 0.3): "
+            "their level is worked on after every level with attributed untried failures"
+        ),
+    )
+    high_confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "deprecated, no effect: escalation weighs every cluster of a level together instead "
+            "of jumping on one confident cluster; accepted so existing tenant.yaml files validate"
+        ),
+    )
 
 
 class InterventionSpec(_Strict):

@@ -33,8 +33,8 @@ def decision(accepted: bool) -> DecisionRecord:
     )
 
 
-def policy(levels=ALL, patience=2, high=0.8) -> LadderPolicy:
-    return LadderPolicy(levels, EscalationSpec(patience=patience, high_confidence=high))
+def policy(levels=ALL, patience=2) -> LadderPolicy:
+    return LadderPolicy(levels, EscalationSpec(patience=patience))
 
 
 def test_weigh_adds_every_cluster_of_a_level() -> None:
@@ -79,7 +79,7 @@ def test_split_prompt_clusters_are_not_outweighed_by_one_big_structure_cluster()
 
 def test_never_skips_a_level_with_attributed_untried_failures() -> None:
     p = policy(patience=1)
-    cl = [cluster("structure", 1.0, 30), cluster("parameter", 0.4, 2), cluster("prompt", 0.3, 1)]
+    cl = [cluster("structure", 1.0, 30), cluster("parameter", 0.6, 2), cluster("prompt", 0.5, 1)]
     s = LevelState("prompt")
     seen = []
     for _ in range(6):
@@ -148,3 +148,57 @@ def test_exhausted_top_level_falls_back_to_a_skipped_level() -> None:
         LevelState("structure", exhausted=("prompt", "parameter")), decision(False)
     )
     assert done is None
+
+
+def test_a_guess_does_not_hold_the_run_below_attributed_failures() -> None:
+    """news-section: 5 unexplained failures (the ladder's prompt guess at 0.3) kept the run at
+    the prompt level for two rejected proposals while 18 failures were attributed to a
+    parameter at 0.95. A guess is worked on once nothing attributed is left untried."""
+    p = policy(patience=1)
+    guess = cluster("prompt", 0.3, 5, step="classify")
+    sure = cluster("parameter", 0.95, 18, step="summarize")
+    s, why = p.before_proposal(LevelState("prompt"), att([guess, sure]))
+    assert s.level == "parameter" and why and "only guesses" in why
+    assert p.choose(s, att([guess, sure])) == sure
+    # the parameter level is rejected and exhausted: the guess's level gets its turn
+    s, why = p.after_decision(s, decision(False), cluster=sure, attribution=att([guess, sure]))
+    assert s is not None and s.level == "structure"
+    s, why = p.after_decision(s, decision(False), level_exhausted=True)
+    assert s is not None and s.level == "prompt" and "back to the untried prompt" in why
+    assert p.choose(s, att([guess, sure])) == guess
+
+
+def test_only_guesses_are_worked_on_at_the_cheapest_level() -> None:
+    """With nothing attributed, guesses are the evidence: the cheapest level with one first."""
+    p = policy()
+    cl = [cluster("structure", 0.3, 9), cluster("prompt", 0.3, 2)]
+    s, why = p.before_proposal(LevelState("prompt"), att(cl))
+    assert s.level == "prompt" and why is None
+    assert p.choose(s, att(cl)).level == "prompt"
+
+
+def test_an_attributed_cluster_is_chosen_before_a_heavier_guess_at_its_level() -> None:
+    p = policy()
+    guess = cluster("prompt", 0.3, 20, cause="g")
+    sure = cluster("prompt", 0.9, 3, cause="s")
+    s, _ = p.before_proposal(LevelState("prompt"), att([guess, sure]))
+    assert p.choose(s, att([guess, sure])) == sure
+    # rejected: no attributed cluster is untried anywhere, so the untried guess keeps the level
+    s, why = policy(patience=1).after_decision(
+        s, decision(False), cluster=sure, attribution=att([guess, sure])
+    )
+    assert s.level == "prompt" and "untried" in why
+    assert p.choose(s, att([guess, sure])) == guess
+
+
+def test_min_confidence_sets_what_counts_as_attributed() -> None:
+    cl = [cluster("prompt", 0.3, 5), cluster("parameter", 0.95, 18)]
+    low = LadderPolicy(ALL, EscalationSpec(min_confidence=0.2))
+    s, why = low.before_proposal(LevelState("prompt"), att(cl))
+    assert s.level == "prompt" and why is None  # at 0.2 the prompt cluster is an attribution
+
+
+def test_the_removed_jump_key_still_validates() -> None:
+    """`high_confidence` drove a jump to the dominant cluster's level, removed when levels
+    started being weighed together; tenant.yaml files written from the old templates set it."""
+    assert EscalationSpec.model_validate({"patience": 2, "high_confidence": 0.8}).patience == 2
