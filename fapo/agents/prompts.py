@@ -48,7 +48,9 @@ ROLE_RULES: dict[str, str] = {
 - Keep every {placeholder} a prompt template already uses.""",
     "attribute": """\
 - You are read-only: do not create, edit or delete any file.
-- Group the failures by the step that caused them and the level that can fix them.""",
+- Group the failures by the step that caused them and the level that can fix them.
+- Confidence says how sure the traces make you: below 0.5 is a guess, and the optimizer works
+  on a guess's level only after the failures attributed with more confidence.""",
     "review": """\
 - You are read-only: do not create, edit or delete any file.
 - You review a change someone else proposed. Judge it independently; do not fix it.
