@@ -81,6 +81,12 @@ def validate(name_or_path: str, settings: Settings) -> tuple[Tenant | None, list
     if tenant is None:
         return None, problems, warnings
     problems += _model_problems(tenant)
+    if tenant.spec.escalation.high_confidence is not None:
+        warnings.append(
+            f"{tenant.root / 'tenant.yaml'}: escalation.high_confidence has no effect (escalation "
+            "weighs every cluster of a level instead of jumping on one); remove it "
+            "(escalation.min_confidence sets which clusters count as attributed)"
+        )
     _try(problems, lambda: tenant.params)
     problems += tenant.data_problems()
     _try(problems, lambda: tenant.scorer)

@@ -475,3 +475,17 @@ def test_broken_run_json_is_one_line_for_status_and_resume(project, capsys) -> N
     for args in (["status", "x"], ["run", "demo-qa", "--json", "--resume", "x"]):
         code, err = fapo(args, project.root, capsys)
         _check(code, err, r"demo-qa/x/run\.json:1: not valid JSON")
+
+
+def test_validate_warns_of_the_key_that_no_longer_acts(project, capsys) -> None:
+    """`escalation.high_confidence` (in tenant.yaml files from the old templates) validates, and
+    validate says it does nothing and what replaced it."""
+    t = project.tenants_dir / "demo-qa"
+    _edit(t / "tenant.yaml", "acceptance:", "escalation: {high_confidence: 0.8}\nacceptance:")
+    code, err = fapo(["validate", "demo-qa"], project.root, capsys)
+    assert code == 0, err
+    assert re.search(r"warning: .*tenant\.yaml: escalation\.high_confidence has no effect", err)
+    assert "min_confidence" in err
+    _edit(t / "tenant.yaml", "escalation: {high_confidence: 0.8}\n", "")
+    code, err = fapo(["validate", "demo-qa"], project.root, capsys)
+    assert code == 0 and "high_confidence" not in err
