@@ -118,9 +118,8 @@ class LadderPolicy:
         has_own = any(c.level == state.level for c in clusters)
         if there < here or not has_own:
             ev = weigh(clusters, attribution.failures)[target]
-            guesses = len(attribution.clusters) > len(clusters) and any(
-                c.level == state.level for c in attribution.clusters
-            )
+            # the current level's clusters were all filtered out as guesses (none attributed)
+            guesses = not has_own and any(c.level == state.level for c in attribution.clusters)
             left = (
                 f"has only guesses left (confidence below {self.spec.min_confidence})"
                 if guesses

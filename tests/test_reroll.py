@@ -53,15 +53,16 @@ def _app(read_right: Callable[[int, int], bool], side_runs: list[int]) -> Any:
 
 
 class _Runner:
-    """The part of InterventionRunner that reroll.settle uses; scores `out == "right"`."""
+    """The part of InterventionRunner that reroll.settle uses; scores `key == "right"`."""
 
     draws = 3
+    key = "out"
 
     async def _run(self, app: Any, inputs: Any, cfg: dict[str, Any], **kw: Any) -> list[Any]:
         return [c async for c in app.astream(inputs, cfg, stream_mode="updates", **kw)]
 
     def _score(self, ex: Any, values: dict[str, Any]) -> float:
-        return 1.0 if values.get("out") == "right" else 0.0
+        return 1.0 if values.get(self.key) == "right" else 0.0
 
     def _repaired(self, score: float, base: float) -> bool:
         return score > base

@@ -28,6 +28,7 @@ import yaml
 from attrib_tenants import make_tenant
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
+from test_reroll import _Runner as ReRollRunner
 from two_samplers_tenant import write
 
 from fapo import fork, reroll
@@ -242,17 +243,8 @@ def _chain(b_right: Callable[[str, int], bool], drawn: list[tuple[str, int]]) ->
     return g.compile(checkpointer=InMemorySaver())
 
 
-class _Runner:
-    draws = 3
-
-    async def _run(self, app: Any, inputs: Any, cfg: dict[str, Any], **kw: Any) -> list[Any]:
-        return [c async for c in app.astream(inputs, cfg, stream_mode="updates", **kw)]
-
-    def _score(self, ex: Any, values: dict[str, Any]) -> float:
-        return 1.0 if values.get("b") == "right" else 0.0
-
-    def _repaired(self, score: float, base: float) -> bool:
-        return score > base
+class _Runner(ReRollRunner):
+    key = "b"
 
 
 def test_re_rolled_steps_beyond_the_earliest_superstep_are_redrawn() -> None:
